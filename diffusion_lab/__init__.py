@@ -1,0 +1,3 @@
+"""diffusion-lab: config-driven DDPM experiments on MNIST and Fashion-MNIST."""
+
+__version__ = "0.1.0"
