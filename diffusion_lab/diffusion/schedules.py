@@ -1,0 +1,75 @@
+"""Noise schedules: each returns the T betas β_0..β_{T-1} of the forward process as float64.
+
+Indices follow improved-diffusion and diffusers: t = 0 is the first (least noisy) step, t = T-1 the last.
+Every schedule is checked so that x_T is (nearly) pure noise: ᾱ_{T-1} ≤ MAX_FINAL_ALPHA_CUMPROD.
+"""
+
+import math
+
+import torch
+
+from diffusion_lab.errors import ConfigError
+
+MAX_FINAL_ALPHA_CUMPROD = 1e-2
+
+
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """DDPM's linear betas (Ho et al. 2020), rescaled by 1000/T so every T ends at the same noise level."""
+    _check_T(T)
+    scale = 1000 / T
+    if scale * beta_end >= 1:
+        raise ConfigError(
+            f"T={T}: schedule=linear rescales beta_end to {scale * beta_end:g} >= 1; "
+            f"use T >= {math.floor(1000 * beta_end) + 1} or schedule=cosine"
+        )
+    betas = torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
+    return _checked(betas, "linear", T)
+
+
+def betas_from_alphas_cumprod(alpha_bar, T: int, max_beta: float) -> torch.Tensor:
+    """β_t = min(1 − ᾱ(t+1)/ᾱ(t), max_beta) for a continuous ᾱ(·) on [0, 1] sampled at t/T."""
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    a = alpha_bar(t)
+    return (1 - a[1:] / a[:-1]).clamp(min=0, max=max_beta)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal (2021), eq. 17: ᾱ(t) = cos²(((t/T + s)/(1 + s))·π/2) / (same at t=0)."""
+    _check_T(T)
+
+    def alpha_bar(u):
+        return torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    return _checked(betas_from_alphas_cumprod(alpha_bar, T, max_beta), "cosine", T)
+
+
+def sigmoid_betas(
+    T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+) -> torch.Tensor:
+    """Jabri et al. (2022), RIN: ᾱ(t) follows a rescaled sigmoid of (start + t/T·(end − start))/τ."""
+    _check_T(T)
+    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+
+    def alpha_bar(u):
+        return (v_end - torch.sigmoid((start + u * (end - start)) / tau)) / (v_end - v_start)
+
+    # ᾱ(1) = 0 exactly, so the last beta is max_beta; the clamp keeps ᾱ(t) > 0 for the ratio.
+    return _checked(betas_from_alphas_cumprod(lambda u: alpha_bar(u).clamp(min=1e-12), T, max_beta), "sigmoid", T)
+
+
+def _check_T(T) -> None:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ConfigError(f"T={T!r}: the number of diffusion steps must be an integer >= 1")
+
+
+def _checked(betas: torch.Tensor, name: str, T: int) -> torch.Tensor:
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        raise ConfigError(f"T={T}: schedule={name} gives betas outside (0, 1); choose another schedule or T")
+    final = float(torch.cumprod(1 - betas, 0)[-1])
+    if final > MAX_FINAL_ALPHA_CUMPROD:
+        raise ConfigError(
+            f"T={T}: schedule={name} leaves alphas_cumprod[T-1] = {final:.3g} > {MAX_FINAL_ALPHA_CUMPROD:g}, "
+            "so x_T is not pure noise; raise T or choose schedule=cosine"
+        )
+    return betas
