@@ -1,0 +1,5 @@
+"""Denoising networks (torch only)."""
+
+from diffusion_lab.models.unet import UNet
+
+__all__ = ["UNet"]
