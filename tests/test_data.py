@@ -1,0 +1,49 @@
+"""The data module reads torchvision's IDX layout into memory and fails clearly when the files are missing."""
+
+import pytest
+import torch
+
+from diffusion_lab.data import DiffusionDataModule, load_split
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.module import to_model_space
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_loads_uint8_images_and_a_fixed_validation_subset(tiny_data, name):
+    dm = DiffusionDataModule(name=name, data_dir=str(tiny_data), batch_size=16, val_size=40, download=False)
+    dm.setup("fit")
+    images, labels, index = next(iter(dm.val_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (16, 1, 28, 28)
+    assert index.tolist() == list(range(16))
+    assert len(dm.val_set) == 40 and len(dm.train_set) == 256
+    x = to_model_space(images)
+    assert x.min() >= -1 and x.max() <= 1
+
+
+def test_train_order_is_fixed_by_the_seed(tiny_data):
+    def first_indices(seed):
+        torch.manual_seed(seed)
+        dm = DiffusionDataModule(data_dir=str(tiny_data), batch_size=8, val_size=8, download=False)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))[2].tolist()
+
+    assert first_indices(1) == first_indices(1) != first_indices(2)
+
+
+def test_missing_files_offline_fail_with_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # a closed port: the download fails at once
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError) as info:
+        load_split("mnist", tmp_path, train=True)
+    message = str(info.value)
+    assert "paths.data_dir" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "download failed" in message
+    assert "\n" not in message
+
+
+def test_bad_names_and_sizes_name_the_key(tiny_data):
+    with pytest.raises(ConfigError, match="dataset.name='cifar'.*mnist, fashion_mnist"):
+        DiffusionDataModule(name="cifar")
+    dm = DiffusionDataModule(data_dir=str(tiny_data), val_size=10_000, download=False)
+    with pytest.raises(ConfigError, match=r"dataset.val_size=10000: allowed values are 1..64"):
+        dm.setup("fit")
