@@ -1,0 +1,7 @@
+"""Callbacks that observe training: EMA weights, sample grids, the run summary."""
+
+from diffusion_lab.callbacks.ema import EMA
+from diffusion_lab.callbacks.run_summary import RunSummary
+from diffusion_lab.callbacks.sample_grid import SampleGrid
+
+__all__ = ["EMA", "RunSummary", "SampleGrid"]

@@ -1,0 +1,40 @@
+"""Training: instantiate everything from the composed config, fit, return the final metrics."""
+
+import logging
+import warnings
+
+import pytorch_lightning as pl
+import wandb
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit `cfg.module` on `cfg.dataset` with `cfg.trainer`, its callbacks and loggers."""
+    pl.seed_everything(cfg.seed, workers=True)
+    module = instantiate(cfg.module)  # builds schedule and network first: bad values fail before any data loads
+    datamodule = instantiate(cfg.dataset)
+    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))  # logged, and stored in checkpoints
+    log.info(
+        "%s: %s parameters, alphas_cumprod[T-1] = %.3g",
+        cfg.run_name,
+        f"{sum(p.numel() for p in module.net.parameters()):,}",
+        float(module.diffusion.alphas_cumprod[-1]),
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # The whole data set sits in memory as uint8 tensors: worker processes would only add overhead.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
+            # Stopped mid-epoch (max_steps, max_time): validate the final (EMA) weights too.
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+    finally:
+        if any(isinstance(lg, WandbLogger) for lg in loggers):
+            wandb.finish()  # so the next job of a multirun starts its own W&B run
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}

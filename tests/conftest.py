@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny IDX data sets written by the tests, and Hydra composition of conf/."""
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+import diffusion_lab.config  # noqa: F401  (resolvers)
+from diffusion_lab.cli import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("DIFFUSION_LAB_DATA", ROOT / "data"))
+
+
+def write_idx(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write images (N, 28, 28) uint8 and labels (N,) in MNIST's IDX format, as torchvision reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    (folder / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.tobytes())
+    (folder / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+
+
+def make_tiny_dataset(root: Path, name: str = "MNIST", n_train: int = 256, n_test: int = 64) -> Path:
+    """Blurry bright blobs on black, one position per class: enough structure for a loss to fall."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        cy, cx = 8 + 2 * (labels % 5), 8 + 6 * (labels // 5)
+        blob = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) / 12.0)
+        images = np.clip(255 * blob + rng.normal(0, 8, blob.shape), 0, 255).astype(np.uint8)
+        write_idx(root / name / "raw", split, images, labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_tiny_dataset(root, "MNIST")
+    make_tiny_dataset(root, "FashionMNIST")
+    return root
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """compose_cfg(*overrides) -> the config train.py would see, with Hydra's runtime fields set."""
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_cli(script: str, *args: str, data: Path | None = None, cwd: Path | None = None, timeout: int = 600,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one of the repository's entry points in a subprocess, as a user would."""
+    # No W&B account here: the entry points must fall back to offline mode by themselves.
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    full_env.update({"NETRC": "/nonexistent/netrc", "WANDB_SILENT": "true", **(env or {})})
+    if data is not None:
+        full_env["DIFFUSION_LAB_DATA"] = str(data)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )

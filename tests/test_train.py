@@ -1,0 +1,177 @@
+"""train.py end to end in subprocesses, as a user runs it, and the EMA/sampling contract in process."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import REAL_DATA, run_cli
+from diffusion_lab.callbacks import EMA, SampleGrid
+from diffusion_lab.data import DiffusionDataModule
+from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.models import UNet
+from diffusion_lab.module import DiffusionModule
+
+TINY = ["model=unet_tiny", "trainer=cpu", "T=50", "dataset.batch_size=32", "dataset.val_size=32",
+        "trainer.limit_train_batches=4", "sampling.n_images=4", "trainer.log_every_n_steps=1"]
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in log_dir.glob("*/*/.hydra"))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
+    result = run_cli("train.py", *TINY, "trainer.max_epochs=2", "sampling.every_n_epochs=1",
+                     f"paths.log_dir={tmp_path}", data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert run.name[:8].count("-") == 2 and len(run.name.split("-")[-1]) == 6  # HH-MM-SS-<suffix>
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run_name"] == "mnist-linear-T50-unet_tiny"
+    assert summary["optimizer_steps"] == 8 and summary["images_seen"] == 8 * 32
+    assert summary["parameters"] == sum(p.numel() for p in UNet(channels=16, channel_mults=(1, 2),
+                                                                 num_res_blocks=1, attention_resolutions=()).parameters())
+    assert 0 < summary["final_train_loss"] < 2 and 0 < summary["final_val_loss"] < 2
+    assert set(summary["val_loss_by_t_bucket"]) == {f"t{k}" for k in range(10)}
+    assert summary["train_images_per_second"] > 0 and summary["wall_seconds"] >= summary["train_seconds"]
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["T"] == 50 and ckpt["hyper_parameters"]["model"]["channels"] == 16
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]  # EMA weights are the checkpoint's state_dict
+    assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+    grids = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert grids == ["final.png", "step0000004.png"]  # epoch 1's grid is the final one
+    from PIL import Image
+    assert Image.open(run / "samples" / "final.png").size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
+
+    rows = read_metrics(run)
+    assert [int(r["step"]) for r in rows if r["train/loss_step"]] == list(range(8))
+    assert sum(1 for r in rows if r["val/loss"]) == 2
+    assert list(run.glob("wandb/offline-run-*")), "W&B must run offline without an account"
+    assert (run / "train.log").exists() and (run / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tiny_data, tmp_path):
+    result = run_cli("train.py", *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)  # the child process reuses the parent's run directory
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["images_seen"] == 4 * 32 * 2
+    assert (run / "samples" / "final.png").exists()
+
+
+def spy_module(diffusion_T: int = 10) -> DiffusionModule:
+    net = UNet(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=())
+    return DiffusionModule(net, GaussianDiffusion(cosine_betas(diffusion_T)),
+                           optimizer=lambda params: torch.optim.Adam(params, lr=1e-2), warmup_steps=1, val_size=16)
+
+
+class ReferenceEMA(pl.Callback):
+    """An independent EMA of the raw weights after every optimizer step, with the documented warm-up."""
+
+    def __init__(self, decay):
+        self.decay, self.n, self.ema, self.raw = decay, 0, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.raw = [p.detach().clone() for p in pl_module.net.parameters()]
+        if self.ema is None:
+            self.ema = self.raw
+        else:
+            d = min(self.decay, (1 + self.n) / (10 + self.n))
+            self.ema = [d * e + (1 - d) * r for e, r in zip(self.ema, self.raw)]
+        self.n += 1
+
+
+def test_grids_are_drawn_with_the_ema_weights(tiny_data, tmp_path, monkeypatch):
+    module, reference = spy_module(), ReferenceEMA(0.999)
+    seen = []  # (weights at sampling time, reference EMA, raw weights)
+
+    def recording_sample(noise, generator=None, sampler=None):
+        seen.append(([p.detach().clone() for p in module.net.parameters()], reference.ema, reference.raw))
+        return torch.zeros_like(noise)
+
+    monkeypatch.setattr(module, "sample", recording_sample)
+    dm = DiffusionDataModule(data_dir=str(tiny_data), batch_size=16, val_size=16, download=False)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         callbacks=[reference, EMA(0.999), SampleGrid(str(tmp_path), n_images=2)])
+    trainer.fit(module, dm)
+    assert len(seen) == 2  # after epoch 0 and at the end; the last epoch's grid is the final one
+    for weights, ema, raw in seen:
+        assert all(torch.allclose(w, e, atol=1e-6) for w, e in zip(weights, ema))
+        assert any(not torch.allclose(w, r, atol=1e-4) for w, r in zip(weights, raw))
+
+
+def test_sample_grid_before_the_ema_is_refused(tiny_data, tmp_path):
+    dm = DiffusionDataModule(data_dir=str(tiny_data), batch_size=16, val_size=16, download=False)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[SampleGrid(str(tmp_path)), EMA()])
+    with pytest.raises(ConfigError, match="EMA callback must come before SampleGrid"):
+        trainer.fit(spy_module(), dm)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_DATA / "MNIST" / "raw").is_dir(), reason="needs MNIST under DIFFUSION_LAB_DATA")
+def test_a_short_run_on_real_mnist_lowers_the_loss(tmp_path):
+    result = run_cli("train.py", "model=unet_tiny", "trainer=cpu", "trainer.max_steps=80", "logger=csv",
+                     "dataset.batch_size=64", "dataset.val_size=256", "optimizer.lr=1e-3", "module.warmup_steps=10",
+                     "trainer.limit_val_batches=4", "trainer.log_every_n_steps=5", "~callbacks.sample_grid",
+                     f"paths.log_dir={tmp_path}", data=REAL_DATA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    losses = [float(r["train/loss_step"]) for r in read_metrics(run) if r["train/loss_step"]]
+    first, last = sum(losses[:2]) / 2, sum(losses[-3:]) / 3
+    assert first > 0.8 and last < 0.5 * first, losses
+    assert json.loads((run / "summary.json").read_text())["final_val_loss"] < 0.5
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # saved mid-epoch, at max_steps
+    assert ckpt["global_step"] == 80
+    assert any(not torch.equal(ckpt["state_dict"][k], v) for k, v in ckpt["current_model_state"].items())
+
+
+BAD_INPUTS = [
+    (["T=0"], "T=0"),
+    (["T=10"], "T=10: schedule=linear"),
+    (["model.channel_mults=[1,2,2,2]"], "model.channel_mults=[1, 2, 2, 2]"),
+    (["dataset.name=cifar"], "dataset.name='cifar'"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,key", BAD_INPUTS)
+def test_bad_values_exit_with_one_line_naming_the_key(tiny_data, tmp_path, overrides, key):
+    result = run_cli("train.py", *TINY, "logger=csv", f"paths.log_dir={tmp_path}", *overrides, data=tiny_data)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and key in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_missing_data_offline_says_where_to_put_it(tmp_path):
+    result = run_cli("train.py", *TINY, "logger=csv", f"paths.log_dir={tmp_path}", data=tmp_path / "nowhere",
+                     env={"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
+    assert result.returncode == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "paths.data_dir=" in error and "MNIST/raw" in error and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_an_unknown_option_is_refused_by_hydra(tmp_path):
+    result = run_cli("train.py", "schedule=quadratic", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "schedule" in result.stderr and "cosine" in result.stderr and "linear" in result.stderr
