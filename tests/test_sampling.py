@@ -82,3 +82,134 @@ def test_sampling_is_reproducible_from_the_seed():
 def test_unknown_variance_is_refused():
     with pytest.raises(ValueError, match="sampler.variance='learned'.*fixed_small, fixed_large"):
         DDPMSampler(GaussianDiffusion(linear_betas(1000)), variance="learned")
+
+
+# --- fewer steps than T: spacing, respaced DDPM, DDIM, DPM-Solver++(2M) ---------------------------------
+
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler  # noqa: E402
+
+from diffusion_lab.sampling import SPACINGS, DDIMSampler, DPMSolverSampler, spaced_timesteps  # noqa: E402
+
+STEP_COUNTS = [50, 100, 200]
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("K", [2, 7, 50, 100, 200, 333, 1000])
+def test_spacing_matches_diffusers_and_covers_the_chain(spacing, K):
+    ref = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    ref.set_timesteps(K)
+    ours = spaced_timesteps(1000, K, spacing)
+    assert ours == ref.timesteps.tolist()
+    assert len(set(ours)) == K and ours == sorted(ours, reverse=True)
+    if spacing != "leading":
+        assert ours[0] == 999  # never "the last K steps of the chain": the first step is pure noise
+    if spacing != "trailing":
+        assert ours[-1] == 0
+
+
+def test_one_linspace_step_starts_from_noise_not_from_t0():
+    assert spaced_timesteps(1000, 1, "linspace") == [999] == spaced_timesteps(1000, 1, "trailing")
+
+
+def test_bad_spacing_and_step_counts_are_refused():
+    with pytest.raises(ValueError, match="sampler.spacing='even': allowed values are trailing, linspace, leading"):
+        spaced_timesteps(1000, 50, "even")
+    with pytest.raises(ValueError, match=r"steps=2000: allowed values are 1..T=1000"):
+        spaced_timesteps(1000, 2000)
+    with pytest.raises(ValueError, match="sampler.eta=1.5"):
+        DDIMSampler(GaussianDiffusion(linear_betas(1000)), eta=1.5)
+
+
+def toy_model(x, t):
+    """A deterministic stand-in for ε_θ that depends on both x and t."""
+    return torch.tanh(0.8 * x) + 0.0005 * t.float().view(-1, 1, 1, 1) - 0.2
+
+
+def test_respaced_ddpm_with_K_equal_T_is_algorithm_2():
+    diffusion = GaussianDiffusion(linear_betas(1000))
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = DDPMSampler(diffusion, steps=1000).sample(toy_model, noise, torch.Generator().manual_seed(1))
+    x, g = noise.clone(), torch.Generator().manual_seed(1)
+    b, a, ab = diffusion.betas.double(), diffusion.alphas.double(), diffusion.alphas_cumprod.double()
+    for t in range(999, -1, -1):  # Ho et al. Algorithm 2, line by line
+        z = torch.randn(x.shape, generator=g) if t > 0 else torch.zeros_like(x)
+        sigma = ((1 - ab[t - 1]) / (1 - ab[t]) * b[t]).sqrt() if t > 0 else 0
+        eps = toy_model(x, torch.full((2,), t))
+        x = ((x.double() - b[t] / (1 - ab[t]).sqrt() * eps.double()) / a[t].sqrt() + sigma * z).float()
+    assert torch.allclose(ours, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("K", STEP_COUNTS)
+def test_respaced_cumulative_alphas_are_alphas_cumprod_at_the_chosen_timesteps(spacing, K):
+    diffusion = GaussianDiffusion(cosine_betas(1000))
+    sampler = DDPMSampler(diffusion, steps=K, spacing=spacing)
+    respaced = torch.cumprod(1 - torch.tensor(sampler.betas[::-1], dtype=torch.float64), 0).flip(0)
+    assert torch.allclose(respaced.float(), diffusion.alphas_cumprod[sampler.timesteps], rtol=1e-5)
+
+
+@pytest.mark.parametrize("make_sampler", [
+    lambda d, K, s: DDIMSampler(d, K, s, eta=0.0),
+    lambda d, K, s: DDPMSampler(d, K, s),
+    lambda d, K, s: DPMSolverSampler(d, K, s),
+], ids=["ddim", "ddpm", "dpm_solver"])
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("K", [1, 10, 50, 100, 200, 1000])
+def test_an_oracle_lands_on_x0_for_every_sampler_K_and_spacing(make_sampler, spacing, K):
+    diffusion = GaussianDiffusion(linear_betas(1000))
+    x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = make_sampler(diffusion, K, spacing).sample(oracle_eps(diffusion, x0), torch.randn(3, 1, 8, 8),
+                                                     torch.Generator().manual_seed(1))
+    assert torch.allclose(out, x0, atol=1e-4)
+
+
+def run_reference(scheduler, timesteps, noise, generator_seed):
+    x, g = noise.clone(), torch.Generator().manual_seed(generator_seed)
+    for t in timesteps:
+        x = scheduler.step(toy_model(x, torch.full((x.shape[0],), int(t))), t, x, generator=g).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "leading"])  # uniform strides: diffusers steps by T // K
+@pytest.mark.parametrize("K", STEP_COUNTS)
+@pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
+def test_respaced_ddpm_matches_diffusers(make_betas, K, spacing):
+    diffusion = GaussianDiffusion(make_betas(1000))
+    ref = DDPMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
+                        timestep_spacing=spacing)
+    ref.set_timesteps(K)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = DDPMSampler(diffusion, K, spacing).sample(toy_model, noise, torch.Generator().manual_seed(5))
+    assert torch.allclose(ours, run_reference(ref, ref.timesteps, noise, 5), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("spacing", ["trailing", "leading"])
+@pytest.mark.parametrize("K", STEP_COUNTS)
+@pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
+def test_ddim_matches_diffusers(make_betas, K, spacing, eta):
+    diffusion = GaussianDiffusion(make_betas(1000))
+    ref = DDIMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
+                        set_alpha_to_one=True, timestep_spacing=spacing)
+    ref.set_timesteps(K)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = DDIMSampler(diffusion, K, spacing, eta=eta).sample(toy_model, noise, torch.Generator().manual_seed(5))
+    x, g = noise.clone(), torch.Generator().manual_seed(5)
+    for t in ref.timesteps:
+        x = ref.step(toy_model(x, torch.full((2,), int(t))), t, x, eta=eta, generator=g).prev_sample
+    assert torch.allclose(ours, x, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("K", [10, 20, 50])
+@pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
+def test_dpm_solver_matches_diffusers_2m(make_betas, K, spacing):
+    diffusion = GaussianDiffusion(make_betas(1000))
+    sampler = DPMSolverSampler(diffusion, K, spacing)
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(),
+                                      algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+                                      final_sigmas_type="zero", lower_order_final=True)
+    ref.set_timesteps(timesteps=sampler.timesteps)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sampler.sample(toy_model, noise), run_reference(ref, ref.timesteps, noise, 0),
+                          atol=1e-4, rtol=1e-4)

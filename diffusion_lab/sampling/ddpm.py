@@ -1,6 +1,6 @@
-"""Ancestral DDPM sampling over all T steps (Ho et al. 2020, Algorithm 2)."""
+"""Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2), respaced to K ≤ T steps as in improved-diffusion."""
 
-import torch
+import math
 
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.sampling.base import Sampler
@@ -9,24 +9,32 @@ VARIANCES = ("fixed_small", "fixed_large")
 
 
 class DDPMSampler(Sampler):
-    """x_{t−1} = 1/sqrt(α_t)·(x_t − β_t/sqrt(1−ᾱ_t)·ε_θ(x_t, t)) + σ_t·z, with no noise at t = 0.
+    """x_prev ~ q(x_prev | x_t, x̂_0) of the respaced chain, with no noise at the last step.
 
-    σ_t² is β̃_t (`fixed_small`, the posterior variance) or β_t (`fixed_large`); both appear in Ho et al. §3.2.
+    Respacing (Nichol & Dhariwal 2021, §4): the visited timesteps τ form a Markov chain of their own with
+    β'_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i+1}}, so its cumulative alphas are the original ᾱ at τ; the model is still called
+    with the original t = τ_i. With K = T this is exactly the original chain:
+    x_{t−1} = 1/sqrt(α_t)·(x_t − β_t/sqrt(1−ᾱ_t)·ε) + σ_t·z. σ² is the posterior variance β̃' (`fixed_small`)
+    or β' (`fixed_large`).
     """
 
-    def __init__(self, diffusion: GaussianDiffusion, variance: str = "fixed_small"):
-        super().__init__(diffusion)
+    def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
+                 variance: str = "fixed_small", clip_denoised: bool = False):
         if variance not in VARIANCES:
             raise ValueError(f"sampler.variance={variance!r}: allowed values are {', '.join(VARIANCES)}")
-        self.sigmas = (diffusion.posterior_variance if variance == "fixed_small" else diffusion.betas).sqrt()
-        self.eps_coefs = diffusion.betas / diffusion.sqrt_one_minus_alphas_cumprod
-        self.recip_sqrt_alphas = diffusion.alphas.rsqrt()
-        self.timesteps = list(range(diffusion.num_timesteps - 1, -1, -1))
+        super().__init__(diffusion, steps, spacing, clip_denoised)
+        self.betas, self.coef_x0, self.coef_xt, self.sigmas = [], [], [], []
+        for i, (a, a_prev) in enumerate(zip(self.alphas_cumprod, self.alphas_cumprod_prev)):
+            beta = 1 - a / a_prev
+            posterior_variance = (1 - a_prev) / (1 - a) * beta
+            last = i == self.num_steps - 1
+            self.betas.append(beta)
+            self.coef_x0.append(math.sqrt(a_prev) * beta / (1 - a))  # posterior mean coefficients, Ho eq. 7
+            self.coef_xt.append(math.sqrt(1 - beta) * (1 - a_prev) / (1 - a))
+            self.sigmas.append(0.0 if last else math.sqrt(posterior_variance if variance == "fixed_small" else beta))
 
     def step(self, eps, i, x, generator=None):
-        t = self.timesteps[i]
-        mean = self.recip_sqrt_alphas[t] * (x - self.eps_coefs[t] * eps)
-        if t == 0:
+        mean = self.coef_x0[i] * self.predict_x0(eps, i, x) + self.coef_xt[i] * x
+        if self.sigmas[i] == 0:
             return mean
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return mean + self.sigmas[t] * z
+        return mean + self.sigmas[i] * self.noise_like(x, generator)
