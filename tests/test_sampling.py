@@ -32,6 +32,21 @@ def test_one_step_at_t500_with_the_true_noise_is_the_posterior_mean_plus_sigma_z
     assert torch.allclose(got, mean + variance.sqrt() * z, atol=1e-5)
 
 
+def test_one_step_at_t500_with_the_oracle_has_the_moments_of_q_x499_given_x0():
+    """Marginally over x_500 ~ q(x_500|x_0) and the step's noise, x_499 ~ q(x_499|x_0) = N(sqrt(ᾱ_499)·x_0, 1 − ᾱ_499)."""
+    diffusion = GaussianDiffusion(linear_betas(1000))
+    sampler = DDPMSampler(diffusion)
+    n, x0 = 400_000, 0.6
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(n, 1, generator=g)
+    t = torch.full((n,), 500)
+    x500 = diffusion.q_sample(torch.full((n, 1), x0), t, noise)
+    x499 = sampler.step(noise, sampler.timesteps.index(500), x500, g)
+    a = diffusion.alphas_cumprod[499].double().item()
+    assert x499.mean().item() == pytest.approx(a**0.5 * x0, abs=4e-3)
+    assert x499.var().item() == pytest.approx(1 - a, rel=1e-2)
+
+
 @pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
 def test_step_matches_diffusers_ddpm_scheduler(make_betas, variance):

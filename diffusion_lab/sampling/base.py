@@ -3,12 +3,19 @@
 import math
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.sampling.spacing import spaced_timesteps
+
+
+def seeded_generator(*key: int, device="cpu") -> torch.Generator:
+    """A generator whose stream is fixed by `key` (e.g. seed, rank, purpose) and independent of other keys'."""
+    state = int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator(device).manual_seed(state)
 
 
 class Sampler(ABC):
@@ -18,6 +25,8 @@ class Sampler(ABC):
     `alphas_cumprod_prev[i]` is ᾱ at the step's target: the next listed timestep, or 1 (x_0) after the last.
     Per-step coefficients are Python floats, computed once in float64, so a sampler works on any device.
     """
+
+    name: str  # the option of conf/sampler/ that builds it
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
                  clip_denoised: bool = False):

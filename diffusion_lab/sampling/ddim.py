@@ -3,6 +3,7 @@
 import math
 
 from diffusion_lab.diffusion import GaussianDiffusion
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling.base import Sampler
 
 
@@ -14,10 +15,12 @@ class DDIMSampler(Sampler):
     from the clipped x̂_0 (as improved-diffusion does), so the two stay consistent.
     """
 
+    name = "ddim"
+
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = 50, spacing: str = "trailing",
                  eta: float = 0.0, clip_denoised: bool = False):
         if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"sampler.eta={eta}: allowed values are 0 <= eta <= 1")
+            raise ConfigError(f"sampler.eta={eta}: allowed values are 0 <= eta <= 1")
         super().__init__(diffusion, steps, spacing, clip_denoised)
         self.eta = eta
         self.sigmas = [eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))

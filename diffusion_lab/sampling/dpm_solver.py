@@ -17,6 +17,8 @@ class DPMSolverSampler(Sampler):
     `final_sigmas_type="zero"`, midpoint variant).
     """
 
+    name = "dpm_solver"
+
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = 20, spacing: str = "trailing",
                  clip_denoised: bool = False):
         super().__init__(diffusion, steps, spacing, clip_denoised)

@@ -7,6 +7,8 @@ sampler steps to ᾱ = 1, i.e. to x_0.
 
 import numpy as np
 
+from diffusion_lab.errors import ConfigError
+
 SPACINGS = ("trailing", "linspace", "leading")
 
 
@@ -19,9 +21,9 @@ def spaced_timesteps(T: int, K: int, spacing: str = "trailing") -> list[int]:
       T evenly into the top of the chain, e.g. at 980 for K = 50 of T = 1000.
     """
     if spacing not in SPACINGS:
-        raise ValueError(f"sampler.spacing={spacing!r}: allowed values are {', '.join(SPACINGS)}")
+        raise ConfigError(f"sampler.spacing={spacing!r}: allowed values are {', '.join(SPACINGS)}")
     if not 1 <= K <= T:
-        raise ValueError(f"steps={K}: allowed values are 1..T={T}")
+        raise ConfigError(f"steps={K}: allowed values are 1..T={T}")
     if spacing == "trailing":
         steps = np.round(np.arange(T, 0, -T / K)).astype(np.int64) - 1
     elif spacing == "linspace":  # np.linspace gives [0] for K = 1; one step must start from noise
