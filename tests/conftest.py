@@ -78,3 +78,18 @@ def run_cli(script: str, *args: str, data: Path | None = None, cwd: Path | None 
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+TINY_TRAIN = ["model=unet_tiny", "trainer=cpu", "T=50", "dataset.batch_size=32", "dataset.val_size=32",
+              "trainer.limit_train_batches=4", "sampling.n_images=4", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """A run directory from a few CPU steps of the tiny model at T=50 (shared by the tests that read runs)."""
+    log_dir = tmp_path_factory.mktemp("runs")
+    result = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={log_dir}",
+                     data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [p.parent for p in log_dir.glob("*/*/.hydra")]
+    return run

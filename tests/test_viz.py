@@ -1,0 +1,176 @@
+"""The figures: PNGs of the promised size, what they plot checked against the maths, and the command line."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT
+from diffusion_lab import viz
+from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.models import UNet
+from diffusion_lab.sampling import DDIMSampler, DDPMSampler
+
+T = 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The networks here are tiny: one thread is fastest, and does not fight a busy machine's other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    net = UNet(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=()).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.05)  # the output layer starts at zero: make ε_θ non-trivial
+    x0 = torch.rand(2, 1, 28, 28) * 2 - 1
+    return net, GaussianDiffusion(cosine_betas(T)), x0
+
+
+def panel(ax) -> torch.Tensor:
+    """The image an axis shows (grey, drawn as RGB), back in [-1, 1]."""
+    return torch.from_numpy(np.asarray(ax.images[0].get_array(), dtype=np.float32)[..., 0]) * 2 - 1
+
+
+def model_space(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-1, 1)[0, 0]
+
+
+FIGURES = {
+    "denoising_trajectory": lambda net, d, x0: viz.denoising_trajectory(net, d, DDIMSampler(d, steps=5), x0),
+    "forward_strip": lambda net, d, x0: viz.forward_strip(d, x0),
+    "reverse_coefficients": lambda net, d, x0: viz.reverse_coefficients(d),
+    "one_shot_vs_iterative": lambda net, d, x0: viz.one_shot_vs_iterative(net, d, x0, ts=[4, 19]),
+    "steps_comparison": lambda net, d, x0: viz.steps_comparison(net, d, x0, steps=(2, 5)),
+    "schedule_comparison": lambda net, d, x0: viz.schedule_comparison(),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure_saves_a_png_of_figsize_times_dpi(setup, tmp_path, name):
+    fig = FIGURES[name](*setup)
+    width, height = fig.get_size_inches() * fig.dpi
+    path = viz.save(fig, tmp_path / f"{name}.png")
+    assert path.stat().st_size > 0
+    with Image.open(path) as image:
+        assert image.size == (round(width), round(height))
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.min() < pixels.max()
+
+
+def test_forward_strip_shows_x0_then_q_sample_with_one_fixed_noise(setup):
+    _, diffusion, x0 = setup
+    ts = [0, 10, 19]
+    fig = viz.forward_strip(diffusion, x0, ts, generator=torch.Generator().manual_seed(3))
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    axes = np.array(fig.axes).reshape(len(x0), 1 + len(ts))
+    for row in range(len(x0)):
+        assert torch.allclose(panel(axes[row, 0]), x0[row, 0], atol=1e-6)
+        for col, t in enumerate(ts, 1):
+            xt = diffusion.q_sample(x0[row:row + 1], torch.tensor([t]), eps[row:row + 1])
+            assert torch.allclose(panel(axes[row, col]), model_space(xt), atol=1e-6)
+
+
+def test_reverse_coefficients_plot_the_closed_forms(setup):
+    _, diffusion, _ = setup
+    betas = cosine_betas(T)  # independent of the module's buffers: float64 from the schedule itself
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    alpha_bar_prev = torch.cat([torch.ones(1), alpha_bar[:-1]])
+    expected = {
+        r"$1/\sqrt{\alpha_t}$": 1 / (1 - betas).sqrt(),
+        r"$\beta_t/\sqrt{1-\bar\alpha_t}$": betas / (1 - alpha_bar).sqrt(),
+        r"$\sigma_t=\sqrt{\tilde\beta_t}$": (betas * (1 - alpha_bar_prev) / (1 - alpha_bar)).sqrt(),
+        r"$\sqrt{\beta_t}$ (fixed_large)": betas.sqrt(),
+    }
+    lines = {line.get_label(): line for ax in viz.reverse_coefficients(diffusion).axes for line in ax.get_lines()}
+    assert set(lines) == set(expected)
+    for label, values in expected.items():
+        assert list(lines[label].get_xdata()) == list(range(T))
+        np.testing.assert_allclose(lines[label].get_ydata(), values.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_trajectory_starts_at_the_noise_and_ends_at_the_samplers_output(setup):
+    net, diffusion, _ = setup
+    noise = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    sampler = DDPMSampler(diffusion)  # stochastic: the same generator seed must give the same chain
+    fig = viz.denoising_trajectory(net, diffusion, sampler, noise, torch.Generator().manual_seed(2), snapshots=10)
+    expected = sampler.sample(net, noise, torch.Generator().manual_seed(2))
+    axes = np.array(fig.axes).reshape(2, 10)
+    assert [ax.get_title() for ax in axes[0]][::9] == [f"t = {T - 1}", "$x_0$"]
+    for row in range(2):
+        assert torch.allclose(panel(axes[row, 0]), model_space(noise[row:row + 1]), atol=1e-6)
+        assert torch.allclose(panel(axes[row, -1]), model_space(expected[row:row + 1]), atol=1e-6)
+
+
+def test_one_shot_is_predict_x0_and_iterative_from_t0_is_one_ddpm_step(setup):
+    net, diffusion, x0 = setup
+    x = x0[:1]
+    fig = viz.one_shot_vs_iterative(net, diffusion, x, ts=[0, 12], generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    axes = np.array(fig.axes).reshape(3, 2)
+    t = torch.tensor([0])
+    xt = diffusion.q_sample(x, t, torch.randn(x.shape, generator=generator))
+    x0_hat = diffusion.predict_x0_from_eps(xt, t, net(xt, t))
+    assert torch.allclose(panel(axes[0, 0]), model_space(xt), atol=1e-6)
+    assert torch.allclose(panel(axes[1, 0]), model_space(x0_hat), atol=1e-5)
+    # The last DDPM step adds no noise and returns the posterior mean at t = 0, which is x̂_0 itself.
+    assert torch.allclose(panel(axes[2, 0]), model_space(x0_hat), atol=1e-5)
+
+
+def test_steps_comparison_rejects_bad_choices(setup):
+    net, diffusion, x0 = setup
+    with pytest.raises(ConfigError, match="allowed values are ddpm, ddim, dpm_solver"):
+        viz.steps_comparison(net, diffusion, x0, samplers=("ddpm", "euler"))
+    with pytest.raises(ConfigError, match=r"steps=\[5, 50\]"):
+        viz.steps_comparison(net, diffusion, x0, steps=(5, 50))
+
+
+def viz_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffusion_lab.viz", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_cli_writes_six_pngs_and_never_overwrites(tiny_run):
+    first = viz_cli(f"ckpt={tiny_run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = sorted(f"{name}.png" for name in viz.FIGURES)
+    assert sorted(p.name for p in (tiny_run / "viz").iterdir()) == names
+    assert first.stdout.split() == [str(tiny_run / "viz" / f"{name}.png") for name in viz.FIGURES]
+    assert "steps [100, 200] skipped" in first.stderr
+    assert "test images" in first.stderr  # the tiny data set is still there: real x_0
+    before = {p.name: p.read_bytes() for p in (tiny_run / "viz").iterdir()}
+
+    second = viz_cli(f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "steps=[10]", "samplers=[ddim]")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(p.name for p in (tiny_run / "viz-1").iterdir()) == names
+    assert {p.name: p.read_bytes() for p in (tiny_run / "viz").iterdir()} == before
+
+
+def test_cli_unknown_key_exits_2_with_one_error_line_naming_it():
+    result = viz_cli("ckpt=x", "colour=red")
+    assert result.returncode == 2, result.stderr[-2000:]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "colour" in error and "allowed keys are ckpt, out, seed, steps, samplers, ema, n_seeds" in error
+
+
+@pytest.mark.parametrize("argv,key", [(["seed=1"], "ckpt"), (["ckpt=x", "seed=abc"], "seed"),
+                                      (["ckpt=x", "steps=[ten]"], "steps")])
+def test_parse_args_names_the_bad_key(argv, key):
+    with pytest.raises(ConfigError, match=rf"^{key}"):
+        viz.parse_args(argv)
+
+
+def test_parse_args_merges_over_the_defaults():
+    args = viz.parse_args(["ckpt=run", "steps=[10,20]", "samplers=[ddim]", "ema=false"])
+    assert (args.ckpt, args.steps, args.samplers, args.ema, args.seed) == ("run", [10, 20], ["ddim"], False, 0)
