@@ -8,16 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import REAL_DATA, run_cli
+from conftest import REAL_DATA, TINY_TRAIN, run_cli
 from diffusion_lab.callbacks import EMA, SampleGrid
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.models import UNet
 from diffusion_lab.module import DiffusionModule
-
-TINY = ["model=unet_tiny", "trainer=cpu", "T=50", "dataset.batch_size=32", "dataset.val_size=32",
-        "trainer.limit_train_batches=4", "sampling.n_images=4", "trainer.log_every_n_steps=1"]
 
 
 def run_dirs(log_dir: Path) -> list[Path]:
@@ -31,7 +28,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
-    result = run_cli("train.py", *TINY, "trainer.max_epochs=2", "sampling.every_n_epochs=1",
+    result = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=2", "sampling.every_n_epochs=1", "sampling.steps=[5,10]",
                      f"paths.log_dir={tmp_path}", data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
@@ -52,9 +49,10 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
 
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
-    assert grids == ["final.png", "step0000004.png"]  # epoch 1's grid is the final one
+    per_time = ["compare", "ddim-10", "ddim-5", "ddpm-50"]  # full-T DDPM and DDIM at each step count
+    assert grids == [f"final_{g}.png" for g in per_time] + [f"step0000004_{g}.png" for g in per_time]
     from PIL import Image
-    assert Image.open(run / "samples" / "final.png").size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
+    assert Image.open(run / "samples" / "final_ddim-5.png").size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)
 
     rows = read_metrics(run)
     assert [int(r["step"]) for r in rows if r["train/loss_step"]] == list(range(8))
@@ -65,14 +63,14 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tiny_data, tmp_path):
-    result = run_cli("train.py", *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    result = run_cli("train.py", *TINY_TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                      "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)  # the child process reuses the parent's run directory
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["images_seen"] == 4 * 32 * 2
-    assert (run / "samples" / "final.png").exists()
+    assert (run / "samples" / "final_ddpm-50.png").exists() and (run / "samples" / "final_ddim-50.png").exists()
 
 
 def spy_module(diffusion_T: int = 10) -> DiffusionModule:
@@ -154,7 +152,7 @@ BAD_INPUTS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides,key", BAD_INPUTS)
 def test_bad_values_exit_with_one_line_naming_the_key(tiny_data, tmp_path, overrides, key):
-    result = run_cli("train.py", *TINY, "logger=csv", f"paths.log_dir={tmp_path}", *overrides, data=tiny_data)
+    result = run_cli("train.py", *TINY_TRAIN, "logger=csv", f"paths.log_dir={tmp_path}", *overrides, data=tiny_data)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and key in errors[0], result.stderr[-2000:]
@@ -163,7 +161,7 @@ def test_bad_values_exit_with_one_line_naming_the_key(tiny_data, tmp_path, overr
 
 @pytest.mark.slow
 def test_missing_data_offline_says_where_to_put_it(tmp_path):
-    result = run_cli("train.py", *TINY, "logger=csv", f"paths.log_dir={tmp_path}", data=tmp_path / "nowhere",
+    result = run_cli("train.py", *TINY_TRAIN, "logger=csv", f"paths.log_dir={tmp_path}", data=tmp_path / "nowhere",
                      env={"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
     assert result.returncode == 2
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -1,6 +1,7 @@
-"""Periodic sample grids from a fixed, seeded noise batch, drawn with the EMA weights."""
+"""Periodic sample grids at several step counts from one fixed, seeded noise batch, drawn with the EMA weights."""
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -8,28 +9,34 @@ import torch
 from pytorch_lightning.callbacks import Callback, WeightAveraging
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
 from torchvision.utils import make_grid, save_image
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.sampling import DDPMSampler, Sampler, seeded_generator
+from diffusion_lab.viz import image_axes, save, show
 
 
 class SampleGrid(Callback):
-    """Every `every_n_epochs` validations and once when training ends, samples `n_images` images with the
-    module's default sampler and saves `<dirpath>/step<global step>.png` (and `final.png`), logged to every
-    logger that takes images.
+    """Every `every_n_epochs` validations and once when training ends, samples `n_images` images from the
+    same noise with full-T ancestral DDPM and with `sampler` at each of `steps`, and saves
+    `<dirpath>/<when>_<sampler>-<steps>.png` for each plus `<when>_compare.png` side by side (`when` is
+    `step<global step>` or `final`), logged to every logger that takes images.
 
     It must come after the EMA callback: its hooks (validation start, train end) then run while the EMA
-    weights are swapped or copied into the model. Under DDP each rank samples its share from its own seed
-    (seed + rank) and rank 0 writes the gathered grid.
+    weights are swapped or copied into the model. Under DDP each rank samples its share from its own noise
+    stream (seeded by seed and rank) and rank 0 writes the gathered grids.
     """
 
-    def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1, seed: int = 0):
+    def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1,
+                 sampler: Callable[..., Sampler] | None = None, steps: Sequence[int] = (), seed: int = 0):
         if n_images < 1 or every_n_epochs < 1:
             raise ConfigError(
                 f"sampling.n_images={n_images}, sampling.every_n_epochs={every_n_epochs}: both must be >= 1"
             )
         self.dirpath = Path(dirpath)
         self.n_images, self.every_n_epochs, self.seed = n_images, every_n_epochs, seed
+        self.sampler, self.steps = sampler, list(steps)
         self.saved: list[Path] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -40,6 +47,19 @@ class SampleGrid(Callback):
                 f"callbacks order {names}: the EMA callback must come before SampleGrid, "
                 "or grids would be drawn with the raw weights"
             )
+        if any(k < 1 for k in self.steps):
+            raise ConfigError(f"sampling.steps={self.steps}: step counts must be >= 1")
+        T = pl_module.diffusion.num_timesteps
+        if any(k > T for k in self.steps):
+            rank_zero_info(f"sampling.steps: skipping {[k for k in self.steps if k > T]}, more than T={T}")
+            self.steps = [k for k in self.steps if k <= T]
+
+    def samplers(self, pl_module: pl.LightningModule) -> list[Sampler]:
+        """Full-T ancestral DDPM, then the configured sampler at each step count."""
+        chosen = [DDPMSampler(pl_module.diffusion)]
+        if self.sampler is not None:
+            chosen += [self.sampler(pl_module.diffusion, steps=k) for k in self.steps]
+        return chosen
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
@@ -53,26 +73,36 @@ class SampleGrid(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.render(trainer, pl_module, "final")
 
-    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str) -> None:
+    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
         per_rank = math.ceil(self.n_images / trainer.world_size)
-        generator = torch.Generator(pl_module.device).manual_seed(self.seed + trainer.global_rank)
-        noise = torch.randn(per_rank, *pl_module.image_shape, generator=generator, device=pl_module.device)
-        images = pl_module.all_gather(pl_module.sample(noise, generator))
+        device, rank = pl_module.device, trainer.global_rank
+        noise = torch.randn(per_rank, *pl_module.image_shape, device=device,
+                            generator=seeded_generator(self.seed, rank, 0, device=device))
+        samples = {}
+        for sampler in self.samplers(pl_module):  # every sampler gets the same noise, and the same z stream
+            generator = seeded_generator(self.seed, rank, 1, device=device)
+            images = pl_module.all_gather(pl_module.sample(noise, generator, sampler))
+            samples[f"{sampler.name}-{sampler.num_steps}"] = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
         if not trainer.is_global_zero:
             return
-        images = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
-        grid = make_grid((images + 1) / 2, nrow=math.ceil(math.sqrt(self.n_images)), padding=2, pad_value=1.0)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"{name}.png"
-        save_image(grid, path)
+        for label, images in samples.items():
+            grid = make_grid((images + 1) / 2, nrow=math.ceil(math.sqrt(self.n_images)), padding=2, pad_value=1.0)
+            save_image(grid, self.dirpath / f"{when}_{label}.png")
+            self.publish(trainer, f"samples/{label}", self.dirpath / f"{when}_{label}.png", grid)
+        if len(samples) > 1:
+            fig, axes = image_axes(1, len(samples), panel=3.0)
+            for ax, (label, images) in zip(axes[0], samples.items()):
+                show(ax, images.cpu(), title=label)
+            self.publish(trainer, "samples/compare", save(fig, self.dirpath / f"{when}_compare.png"), None)
+
+    def publish(self, trainer: pl.Trainer, key: str, path: Path, grid: torch.Tensor | None) -> None:
+        """Record a written image and send it to each logger that takes images (W&B; TensorBoard given the
+        tensor)."""
         self.saved.append(path)
-        log_image(trainer, "samples/ddpm", path, grid)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger) and grid is not None:
+                logger.experiment.add_image(key, grid, trainer.global_step)
 
-
-def log_image(trainer: pl.Trainer, key: str, path: Path, grid: torch.Tensor) -> None:
-    """Send an image to each logger that takes images (W&B, TensorBoard)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, trainer.global_step)
