@@ -34,3 +34,11 @@ def train_main(cfg: DictConfig) -> None:
 
     with one_line_errors():
         train(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+def sample_main(cfg: DictConfig) -> None:
+    from diffusion_lab.sample import sample_run
+
+    with one_line_errors():
+        sample_run(cfg)

@@ -1,0 +1,71 @@
+"""Sampling a trained run: rebuild the model from its checkpoint, draw n images, write them beside the run."""
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning_fabric import Fabric
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
+from diffusion_lab.sampling import Sampler, seeded_generator
+
+log = logging.getLogger(__name__)
+
+
+def generate(net, sampler: Sampler, n: int, image_shape, generator: torch.Generator, batch_size: int,
+             device, progress: bool = False) -> torch.Tensor:
+    """n images as uint8 (n, C, H, W), drawn in batches from one noise stream."""
+    batches = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        noise = torch.randn(b, *image_shape, generator=generator, device=device)
+        x = sampler.sample(net, noise, generator, progress=progress)
+        batches.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    return torch.cat(batches)
+
+
+def sample_run(cfg: DictConfig) -> Path | None:
+    """Sample `cfg.n` images from the run at `cfg.ckpt`; returns the output folder (on rank 0)."""
+    if cfg.n < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"n={cfg.n}, batch_size={cfg.batch_size}: both must be >= 1")
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
+                    strategy="ddp" if cfg.devices not in (1, "1") else "auto")
+    fabric.launch()
+    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
+    T = module.diffusion.num_timesteps
+    if cfg.steps is not None and not 1 <= cfg.steps <= T:
+        raise ConfigError(f"steps={cfg.steps}: allowed values are 1..{T} (the run's T)")
+    module = module.to(fabric.device)
+    sampler = instantiate(cfg.sampler)(module.diffusion, steps=cfg.steps)
+    per_rank = math.ceil(cfg.n / fabric.world_size)
+    start = time.perf_counter()
+    images = generate(module.net, sampler, per_rank, module.image_shape,
+                      seeded_generator(cfg.seed, fabric.global_rank, device=fabric.device), cfg.batch_size, fabric.device,
+                      progress=cfg.progress and fabric.is_global_zero)
+    images = fabric.all_gather(images).reshape(-1, *module.image_shape)[: cfg.n].cpu()
+    seconds = time.perf_counter() - start
+    if not fabric.is_global_zero:
+        return None
+    out = fresh_dir(Path(cfg.out_dir) if cfg.out_dir else
+                    run_dir / "samples" / f"{sampler.name}-{sampler.num_steps}-n{cfg.n}-seed{cfg.seed}")
+    settings = {
+        "ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler), "sampler_name": sampler.name,
+        "steps": sampler.num_steps, "timesteps": sampler.timesteps, "n": cfg.n, "seed": cfg.seed,
+        "ema": cfg.ema, "world_size": fabric.world_size, "T": T, "run_name": run_cfg.get("run_name"),
+        "seconds": round(seconds, 3), "images_per_second": round(cfg.n / seconds, 2),
+    }
+    np.savez_compressed(out / "samples.npz", images=images.numpy()[:, 0] if images.shape[1] == 1 else images.numpy(),
+                        settings=json.dumps(settings))
+    save_image(images[:256].float() / 255, out / "grid.png", nrow=int(math.ceil(math.sqrt(min(cfg.n, 256)))),
+               padding=2, pad_value=1.0)
+    write_json_atomic(out / "settings.json", settings)
+    log.info("%d images in %.1fs (%.1f images/s) -> %s", cfg.n, seconds, cfg.n / seconds, out)
+    return out

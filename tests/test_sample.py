@@ -1,0 +1,79 @@
+"""sample.py end to end: rebuilds the model from a run's checkpoint and never overwrites earlier samples."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from diffusion_lab.runs import fresh_dir, load_run
+from diffusion_lab.sampling import seeded_generator
+
+pytestmark = pytest.mark.slow
+
+
+def read_samples(folder):
+    data = np.load(folder / "samples.npz")
+    return data["images"], json.loads(str(data["settings"]))
+
+
+def test_sample_writes_npz_and_grid_and_never_overwrites(tiny_run):
+    args = ["sampler=ddim", "steps=5", "n=6", "batch_size=4", "seed=3", f"ckpt={tiny_run}", "progress=false"]
+    first = run_cli("sample.py", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = tiny_run / "samples" / "ddim-5-n6-seed3"
+    images, settings = read_samples(folder)
+    assert images.shape == (6, 28, 28) and images.dtype == np.uint8
+    assert settings["steps"] == 5 and settings["timesteps"] == [49, 39, 29, 19, 9] and settings["ema"] is True
+    assert (folder / "grid.png").stat().st_size > 0
+    before = (folder / "samples.npz").read_bytes()
+
+    second = run_cli("sample.py", *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again, _ = read_samples(tiny_run / "samples" / "ddim-5-n6-seed3-1")
+    assert (folder / "samples.npz").read_bytes() == before  # the first output is untouched
+    assert np.array_equal(images, again)  # and the seed reproduces it
+
+
+def test_ema_false_uses_the_raw_weights(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
+    for ema, key in ((True, "state_dict"), (False, "current_model_state")):
+        module, cfg, run_dir = load_run(tiny_run / "checkpoints" / "last.ckpt", ema=ema)
+        assert run_dir == tiny_run and cfg.T == 50 and not module.training
+        assert all(torch.equal(v, ckpt[key][k]) for k, v in module.state_dict().items())
+    result = run_cli("sample.py", f"ckpt={tiny_run}", "steps=3", "n=2", "ema=false", f"out_dir={tmp_path / 'raw'}",
+                     "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_samples(tmp_path / "raw")[1]["ema"] is False
+
+
+def test_two_processes_split_the_work_with_distinct_noise(tiny_run, tmp_path):
+    result = run_cli("sample.py", f"ckpt={tiny_run}", "sampler=dpm_solver", "steps=4", "n=6", "devices=2",
+                     "accelerator=cpu", f"out_dir={tmp_path / 'ddp'}", "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images, settings = read_samples(tmp_path / "ddp")
+    assert images.shape == (6, 28, 28) and settings["world_size"] == 2
+    assert not np.array_equal(images[:3], images[3:])  # rank 1 drew its own noise
+
+
+@pytest.mark.parametrize("args,key", [(["steps=80"], "steps=80: allowed values are 1..50"),
+                                      (["ckpt=/no/such/run"], "ckpt='/no/such/run'")])
+def test_bad_values_exit_with_one_line(tiny_run, args, key):
+    result = run_cli("sample.py", f"ckpt={tiny_run}", *args)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and key in errors[0], result.stderr[-2000:]
+
+
+def test_rank_streams_are_distinct_and_reproducible():
+    draw = lambda seed, rank: torch.randn(4, generator=seeded_generator(seed, rank))  # noqa: E731
+    assert torch.equal(draw(0, 0), draw(0, 0))
+    assert not torch.equal(draw(0, 0), draw(0, 1)) and not torch.equal(draw(0, 1), draw(1, 0))
+
+
+def test_fresh_dir_counts_up_and_creates(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a-1").mkdir()
+    assert fresh_dir(tmp_path / "a") == tmp_path / "a-2" and (tmp_path / "a-2").is_dir()
+    assert fresh_dir(tmp_path / "b") == tmp_path / "b"
