@@ -200,34 +200,19 @@ def schedule_comparison(T: int = 1000) -> Figure:
     return fig
 
 
-def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), samplers=("ddpm", "ddim", "dpm_solver"),
-              ema: bool = True, n_seeds: int = 4) -> list[Path]:
-    """Draw the six figures of a trained run and save them as PNGs in a new folder (default `<run>/viz`,
-    else `viz-1`, …: nothing is overwritten); returns their paths. Reproducible for a given `seed`."""
-    from diffusion_lab.data import load_split
-    from diffusion_lab.module import to_model_space
-    from diffusion_lab.runs import fresh_dir, load_run
+def draw_all(net: nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, out_dir: str | Path, seed: int = 0,
+             steps=(50, 100, 200), samplers=("ddpm", "ddim", "dpm_solver")) -> list[Path]:
+    """The six figures for a network, its diffusion and real images `x0` (one row or seed each), saved as PNGs
+    in a new folder (`out_dir`, else `out_dir-1`, …: nothing is overwritten); returns their paths. Step
+    counts above T are skipped. Reproducible for a given `seed`."""
+    from diffusion_lab.runs import fresh_dir
 
-    if n_seeds < 1:
-        raise ConfigError(f"n_seeds={n_seeds}: must be an integer >= 1")
-    module, cfg, run_dir = load_run(path_or_run, ema=ema)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    module.to(device)
-    net, diffusion, T = module.net, module.diffusion, module.diffusion.num_timesteps
+    T, device = diffusion.num_timesteps, x0.device
     if skipped := [k for k in steps if k > T]:
         log.info("steps %s skipped: more than the run's T = %d", skipped, T)
     steps = [k for k in steps if k not in skipped]
     check_grid(samplers, steps, T)
-
-    generator = torch.Generator(device).manual_seed(seed)
-    noise = torch.randn(n_seeds, *module.image_shape, generator=generator, device=device)
-    try:
-        images, _ = load_split(cfg.dataset.name, cfg.dataset.data_dir, train=False, download=False)
-        x0 = to_model_space(images[:n_seeds]).to(device)
-        log.info("x_0 for the forward and one-shot figures: the first %d %s test images", len(x0), cfg.dataset.name)
-    except ConfigError as err:
-        log.info("no test images (%s); x_0 for the forward and one-shot figures is sampled from the model", err)
-        x0 = module.sample(torch.randn(noise.shape, generator=generator, device=device), generator)
+    noise = torch.randn(x0.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
     def fresh_generator() -> torch.Generator:
         return torch.Generator(device).manual_seed(seed + 1)  # chain noise independent of `noise`
@@ -240,8 +225,33 @@ def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), sa
         steps_comparison(net, diffusion, noise, samplers, steps, generator_seed=seed + 1),
         schedule_comparison(T),
     ]
-    out = fresh_dir(Path(out_dir) if out_dir is not None else run_dir / "viz")
+    out = fresh_dir(out_dir)
     return [save(fig, out / f"{name}.png") for name, fig in zip(FIGURES, figures)]
+
+
+def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), samplers=("ddpm", "ddim", "dpm_solver"),
+              ema: bool = True, n_seeds: int = 4) -> list[Path]:
+    """`draw_all` for a trained run (default folder `<run>/viz`), with its first `n_seeds` test images as x_0,
+    or samples from the model where the data set cannot be read."""
+    from diffusion_lab.data import load_split
+    from diffusion_lab.module import to_model_space
+    from diffusion_lab.runs import load_run
+
+    if n_seeds < 1:
+        raise ConfigError(f"n_seeds={n_seeds}: must be an integer >= 1")
+    module, cfg, run_dir = load_run(path_or_run, ema=ema)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.to(device)
+    try:
+        images, _ = load_split(cfg.dataset.name, cfg.dataset.data_dir, train=False, download=False)
+        x0 = to_model_space(images[:n_seeds]).to(device)
+        log.info("x_0 for the forward and one-shot figures: the first %d %s test images", len(x0), cfg.dataset.name)
+    except ConfigError as err:
+        log.info("no test images (%s); x_0 for the forward and one-shot figures is sampled from the model", err)
+        generator = torch.Generator(device).manual_seed(seed + 2)
+        x0 = module.sample(torch.randn(n_seeds, *module.image_shape, generator=generator, device=device), generator)
+    return draw_all(module.net, module.diffusion, x0, out_dir if out_dir is not None else run_dir / "viz", seed,
+                    steps, samplers)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.diffusion import cosine_betas
 from diffusion_lab.errors import ConfigError
 
-GROUPS = ["dataset", "schedule", "model", "trainer", "logger", "callbacks", "paths", "experiment"]
+GROUPS = ["dataset", "schedule", "model", "sampler", "trainer", "logger", "callbacks", "paths", "experiment"]
 
 
 def options(group: str) -> list[str]:

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import REAL_DATA, TINY_TRAIN, run_cli
+from diffusion_lab import viz
 from diffusion_lab.callbacks import EMA, SampleGrid
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
@@ -59,6 +60,7 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
     assert sum(1 for r in rows if r["val/loss"]) == 2
     assert list(run.glob("wandb/offline-run-*")), "W&B must run offline without an account"
     assert (run / "train.log").exists() and (run / ".hydra" / "config.yaml").exists()
+    assert sorted(p.stem for p in (run / "viz").glob("*.png")) == sorted(viz.FIGURES)
 
 
 @pytest.mark.slow
@@ -119,7 +121,7 @@ def test_sample_grid_before_the_ema_is_refused(tiny_data, tmp_path):
     dm = DiffusionDataModule(data_dir=str(tiny_data), batch_size=16, val_size=16, download=False)
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          callbacks=[SampleGrid(str(tmp_path)), EMA()])
-    with pytest.raises(ConfigError, match="EMA callback must come before SampleGrid"):
+    with pytest.raises(ConfigError, match="the EMA callback must come before SampleGrid"):
         trainer.fit(spy_module(), dm)
 
 

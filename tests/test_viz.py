@@ -142,19 +142,26 @@ def viz_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_writes_six_pngs_and_never_overwrites(tiny_run):
-    first = viz_cli(f"ckpt={tiny_run}")
-    assert first.returncode == 0, first.stderr[-3000:]
+    def snapshot():  # every figure folder of the run: training itself wrote viz/
+        return {p.relative_to(tiny_run): p.read_bytes() for p in tiny_run.glob("viz*/*.png")}
+
     names = sorted(f"{name}.png" for name in viz.FIGURES)
     assert sorted(p.name for p in (tiny_run / "viz").iterdir()) == names
-    assert first.stdout.split() == [str(tiny_run / "viz" / f"{name}.png") for name in viz.FIGURES]
+    before = snapshot()
+    first = viz_cli(f"ckpt={tiny_run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (out,) = {p.parent for p in tiny_run.glob("viz*/*.png")} - {tiny_run / p.parent for p in before}
+    assert out.name.startswith("viz-") and sorted(p.name for p in out.iterdir()) == names
+    assert first.stdout.split() == [str(out / f"{name}.png") for name in viz.FIGURES]
     assert "steps [100, 200] skipped" in first.stderr
     assert "test images" in first.stderr  # the tiny data set is still there: real x_0
-    before = {p.name: p.read_bytes() for p in (tiny_run / "viz").iterdir()}
+    before = snapshot()
 
     second = viz_cli(f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "steps=[10]", "samplers=[ddim]")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert sorted(p.name for p in (tiny_run / "viz-1").iterdir()) == names
-    assert {p.name: p.read_bytes() for p in (tiny_run / "viz").iterdir()} == before
+    after = snapshot()
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing written before was touched
+    assert len(after) == len(before) + len(names)
 
 
 def test_cli_unknown_key_exits_2_with_one_error_line_naming_it():

@@ -1,7 +1,8 @@
-"""Callbacks that observe training: EMA weights, sample grids, the run summary."""
+"""Callbacks that observe training: EMA weights, sample grids, figures, the run summary."""
 
 from diffusion_lab.callbacks.ema import EMA
+from diffusion_lab.callbacks.figures import Figures
 from diffusion_lab.callbacks.run_summary import RunSummary
 from diffusion_lab.callbacks.sample_grid import SampleGrid
 
-__all__ = ["EMA", "RunSummary", "SampleGrid"]
+__all__ = ["EMA", "Figures", "RunSummary", "SampleGrid"]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, WeightAveraging
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torchvision.utils import make_grid, save_image
 
+from diffusion_lab.callbacks.images import log_image, require_after_ema
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling import DDPMSampler, Sampler, seeded_generator
 from diffusion_lab.viz import image_axes, save, show
@@ -40,13 +40,7 @@ class SampleGrid(Callback):
         self.saved: list[Path] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        names = [type(cb).__name__ for cb in trainer.callbacks]
-        averaging = [i for i, cb in enumerate(trainer.callbacks) if isinstance(cb, WeightAveraging)]
-        if averaging and averaging[0] > trainer.callbacks.index(self):
-            raise ConfigError(
-                f"callbacks order {names}: the EMA callback must come before SampleGrid, "
-                "or grids would be drawn with the raw weights"
-            )
+        require_after_ema(trainer, self)
         if any(k < 1 for k in self.steps):
             raise ConfigError(f"sampling.steps={self.steps}: step counts must be >= 1")
         T = pl_module.diffusion.num_timesteps
@@ -89,20 +83,11 @@ class SampleGrid(Callback):
         for label, images in samples.items():
             grid = make_grid((images + 1) / 2, nrow=math.ceil(math.sqrt(self.n_images)), padding=2, pad_value=1.0)
             save_image(grid, self.dirpath / f"{when}_{label}.png")
-            self.publish(trainer, f"samples/{label}", self.dirpath / f"{when}_{label}.png", grid)
+            self.saved.append(self.dirpath / f"{when}_{label}.png")
+            log_image(trainer, f"samples/{label}", self.saved[-1], grid)
         if len(samples) > 1:
             fig, axes = image_axes(1, len(samples), panel=3.0)
             for ax, (label, images) in zip(axes[0], samples.items()):
                 show(ax, images.cpu(), title=label)
-            self.publish(trainer, "samples/compare", save(fig, self.dirpath / f"{when}_compare.png"), None)
-
-    def publish(self, trainer: pl.Trainer, key: str, path: Path, grid: torch.Tensor | None) -> None:
-        """Record a written image and send it to each logger that takes images (W&B; TensorBoard given the
-        tensor)."""
-        self.saved.append(path)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
-            elif isinstance(logger, TensorBoardLogger) and grid is not None:
-                logger.experiment.add_image(key, grid, trainer.global_step)
-
+            self.saved.append(save(fig, self.dirpath / f"{when}_compare.png"))
+            log_image(trainer, "samples/compare", self.saved[-1])
