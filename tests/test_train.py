@@ -130,7 +130,7 @@ def test_sample_grid_before_the_ema_is_refused(tiny_data, tmp_path):
 def test_a_short_run_on_real_mnist_lowers_the_loss(tmp_path):
     result = run_cli("train.py", "model=unet_tiny", "trainer=cpu", "trainer.max_steps=80", "logger=csv",
                      "dataset.batch_size=64", "dataset.val_size=256", "optimizer.lr=1e-3", "module.warmup_steps=10",
-                     "trainer.limit_val_batches=4", "trainer.log_every_n_steps=5", "~callbacks.sample_grid",
+                     "trainer.limit_val_batches=4", "trainer.log_every_n_steps=5", "~callbacks.sample_grid", "~callbacks.figures",
                      f"paths.log_dir={tmp_path}", data=REAL_DATA)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
