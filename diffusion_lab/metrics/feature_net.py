@@ -1,0 +1,158 @@
+"""The feature space in which sample quality is measured: a small CNN classifier trained per data set.
+
+Inception-v3 features (FID's usual space) suit neither 28×28 grayscale images nor an offline machine, so, as
+is common for MNIST-like data, quality is measured with the penultimate layer of a classifier trained on the
+data set itself. It is trained once (minutes on a CPU) and cached with a fingerprint of its settings.
+
+    python -m diffusion_lab.metrics.feature_net dataset=fashion_mnist [epochs=3] [data_dir=...] [cache_dir=...]
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion_lab.data import load_split
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.module import to_model_space
+
+log = logging.getLogger(__name__)
+
+MIN_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.91}
+
+
+class FeatureNet(nn.Module):
+    """Three conv-ReLU-pool blocks, then a `num_features`-wide hidden layer (the features) and the class logits.
+
+    Takes uint8 images in {0..255} (torchmetrics' convention) or floats in [-1, 1].
+    """
+
+    def __init__(self, num_features: int = 128, num_classes: int = 10):
+        super().__init__()
+        self.num_features = num_features
+
+        def block(c_in, c_out):  # each block halves the resolution: 28 → 14 → 7 → 3
+            return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+        self.body = nn.Sequential(
+            *block(1, 32), *block(32, 64), *block(64, 128),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(128 * 3 * 3, num_features), nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(num_features, num_classes))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_model_space(images) if images.dtype == torch.uint8 else images
+        return self.body(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, as torchmetrics' FID and KID expect of a feature module."""
+        return self.features(images)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+@dataclass(frozen=True)
+class FeatureNetSettings:
+    dataset: str
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    num_features: int = 128
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_cache_dir(data_dir: str | Path) -> Path:
+    """`<data_dir>/diffusion_lab_cache` where that is writable, else `~/.cache/diffusion_lab`."""
+    beside = Path(data_dir) / "diffusion_lab_cache"
+    if os.access(beside if beside.exists() else Path(data_dir), os.W_OK):
+        return beside
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffusion_lab"
+
+
+@torch.no_grad()
+def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    net.eval()
+    correct = sum(int((net.logits(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
+                  for i in range(0, len(images), batch_size))
+    return correct / len(images)
+
+
+def train_feature_net(settings: FeatureNetSettings, data_dir: str | Path) -> tuple[FeatureNet, float]:
+    """Train on the training split with AdamW and a one-cycle schedule; returns the net and its test accuracy."""
+    torch.manual_seed(settings.seed)
+    images, labels = load_split(settings.dataset, data_dir, train=True, download=False)
+    test_images, test_labels = load_split(settings.dataset, data_dir, train=False, download=False)
+    net = FeatureNet(settings.num_features)
+    steps_per_epoch = len(images) // settings.batch_size
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch)
+    for epoch in range(settings.epochs):
+        net.train()
+        order = torch.randperm(len(images))
+        for step in range(steps_per_epoch):
+            batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            x = images[batch]
+            shift = torch.randint(-2, 3, (2,)).tolist()  # small random translations
+            x = torch.roll(x, shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(net.logits(x), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        log.info("feature net %s: epoch %d/%d, loss %.4f, test accuracy %.4f", settings.dataset, epoch + 1,
+                 settings.epochs, loss.item(), accuracy(net, test_images, test_labels))
+    return net.eval(), accuracy(net, test_images, test_labels)
+
+
+def load_feature_net(dataset: str, data_dir: str | Path, cache_dir: str | Path | None = None,
+                     **settings) -> tuple[FeatureNet, dict]:
+    """The cached feature net for `dataset` and these settings, trained and cached first when missing.
+    Returns (net in eval mode, its record: settings, fingerprint and test accuracy)."""
+    config = FeatureNetSettings(dataset, **settings)
+    path = Path(cache_dir or default_cache_dir(data_dir)) / f"feature_net-{dataset}-{config.fingerprint()}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net = FeatureNet(config.num_features)
+        net.load_state_dict(saved["state_dict"])
+        return net.eval(), saved["record"]
+    log.info("training the %s feature net (cached at %s)", dataset, path)
+    net, test_accuracy = train_feature_net(config, data_dir)
+    record = {"settings": asdict(config), "fingerprint": config.fingerprint(), "test_accuracy": test_accuracy}
+    if test_accuracy < MIN_ACCURACY.get(dataset, 0):
+        log.warning("feature net %s: test accuracy %.4f is below %.2f", dataset, test_accuracy, MIN_ACCURACY[dataset])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": net.state_dict(), "record": record}, tmp)
+    os.replace(tmp, path)
+    return net, record
+
+
+def main(argv: list[str] | None = None) -> None:
+    from omegaconf import OmegaConf
+
+    from diffusion_lab.cli import one_line_errors
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with one_line_errors():
+        args = OmegaConf.to_container(OmegaConf.from_cli(argv))
+        allowed = ["dataset", "data_dir", "cache_dir", "epochs", "batch_size", "lr", "num_features", "seed"]
+        if unknown := [k for k in args if k not in allowed]:
+            raise ConfigError(f"{', '.join(unknown)}: unknown key; allowed keys are {', '.join(allowed)}")
+        dataset = args.pop("dataset", "mnist")
+        data_dir = args.pop("data_dir", os.environ.get("DIFFUSION_LAB_DATA", "./data"))
+        net, record = load_feature_net(dataset, data_dir, args.pop("cache_dir", None), **args)
+        print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
