@@ -42,3 +42,11 @@ def sample_main(cfg: DictConfig) -> None:
 
     with one_line_errors():
         sample_run(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def evaluate_main(cfg: DictConfig) -> None:
+    from diffusion_lab.evaluate import evaluate_run
+
+    with one_line_errors():
+        evaluate_run(cfg)

@@ -1,0 +1,43 @@
+"""evaluate.py end to end on a tiny run: every sampler × step count measured, written, plotted, never overwritten."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "class_entropy",
+        "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second"}
+
+
+def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path):
+    args = [f"ckpt={tiny_run}", "samplers=[ddim,dpm_solver]", "steps=[5,10]", "n=24", "real_n=48",
+            "batch_size=16", "feature_net.epochs=1", f"feature_net.cache_dir={tmp_path}", f"data_dir={tiny_data}"]
+    first = run_cli("evaluate.py", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tiny_run / "eval"
+    report = json.loads((out / "eval.json").read_text())
+    assert [(r["sampler"], r["steps"]) for r in report["results"]] == [
+        ("ddim", 5), ("ddim", 10), ("dpm_solver", 5), ("dpm_solver", 10)]
+    assert all(set(r) == KEYS and r["n"] == 24 and r["fid"] >= 0 for r in report["results"])
+    assert report["real_n"] == 48 and "not Inception" in report["feature_space"]
+    assert report["samplers"]["ddim"]["eta"] == 0.0
+    assert (out / "fid_vs_steps.png").stat().st_size > 0 and (out / "kid_mean_vs_steps.png").stat().st_size > 0
+    before = (out / "eval.json").read_bytes()
+
+    second = run_cli("evaluate.py", *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (out / "eval.json").read_bytes() == before
+    again = json.loads((tiny_run / "eval-1" / "eval.json").read_text())
+    assert [r["fid"] for r in again["results"]] == [r["fid"] for r in report["results"]]  # same seeds, same numbers
+
+
+@pytest.mark.parametrize("args,key", [(["samplers=[euler]"], "samplers: 'euler' is not a sampler"),
+                                      (["steps=[5,500]"], "steps=[5, 500]: [500] not in 1..50")])
+def test_bad_values_exit_with_one_line(tiny_run, args, key):
+    result = run_cli("evaluate.py", f"ckpt={tiny_run}", *args)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and key in errors[0], result.stderr[-2000:]
