@@ -93,3 +93,11 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = [p.parent for p in log_dir.glob("*/*/.hydra")]
     return run
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The single `error: …` line of a command that refused its input: exit status 2, no traceback."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return errors[0]
