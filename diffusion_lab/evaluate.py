@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import QualityMetrics, load_feature_net
@@ -17,7 +18,7 @@ from diffusion_lab.sampling import seeded_generator
 from diffusion_lab.viz import figure, save
 
 log = logging.getLogger(__name__)
-SAMPLER_DIR = Path(__file__).resolve().parent.parent / "conf" / "sampler"
+SAMPLER_DIR = Path(CONFIG_DIR) / "sampler"
 
 
 def sampler_factory(name: str):
