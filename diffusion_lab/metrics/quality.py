@@ -1,11 +1,16 @@
-"""Sample quality in a feature space: FID and KID (torchmetrics), improved precision and recall, class coverage."""
+"""Sample quality in a feature space: FID and KID (torchmetrics), improved precision and recall, class coverage;
+and, optionally, true Inception-v3 FID."""
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.metrics.feature_net import load_feature_net, real_features
 
 
 @torch.no_grad()
@@ -51,42 +56,97 @@ def class_coverage(probabilities: torch.Tensor) -> dict[str, float]:
     }
 
 
-class QualityMetrics:
-    """Every quality number for a batch of generated images against a fixed real set, in one feature space.
+class _Given(nn.Module):
+    """An identity "feature extractor": torchmetrics' FID and KID then take features computed once elsewhere."""
 
-    `feature_net` maps uint8 images (N, C, H, W) to features (its `forward`, with a `num_features` attribute,
-    as torchmetrics expects) and to class logits (`logits`). The real set's statistics are computed once.
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class QualityMetrics:
+    """Every quality number for a set of generated images against a fixed real set, in one feature space.
+
+    `feature_net` maps uint8 images (N, C, H, W) to features (`features`, `num_features` wide) and features
+    to class logits (`head`); `real_features` are those of the real set (see `real_features`, which caches
+    them). Each image set goes through the network once; FID and KID are torchmetrics' on those features.
     """
 
-    def __init__(self, feature_net: nn.Module, real_images: torch.Tensor, k: int = 3, kid_subsets: int = 10,
-                 kid_subset_size: int = 1000, batch_size: int = 1000):
-        self.net, self.k, self.batch_size = feature_net.eval(), k, batch_size
-        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
-        self.fid = FrechetInceptionDistance(feature=self.net, reset_real_features=False)
-        self.kid = KernelInceptionDistance(feature=self.net, reset_real_features=False, subsets=kid_subsets,
-                                           subset_size=min(kid_subset_size, len(real_images)))
-        self.real_features = self.features(real_images)
-        for images in real_images.split(batch_size):
-            self.fid.update(images, real=True)
-            self.kid.update(images, real=True)
+    def __init__(self, feature_net: nn.Module, real_features: torch.Tensor, k: int = 3, kid_subsets: int = 10,
+                 kid_subset_size: int = 1000, batch_size: int = 1000, record: dict | None = None):
+        self.net, self.k, self.batch_size, self.record = feature_net.eval(), k, batch_size, record
+        self.kid_subset_size = kid_subset_size
+        self.real_features = real_features.detach().cpu()
+        given = _Given(real_features.shape[1])
+        # Never synced across processes: under DDP every rank scores the same gathered features.
+        self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False, sync_on_compute=False)
+        self.kid = KernelInceptionDistance(feature=given, reset_real_features=False, subsets=kid_subsets,
+                                           subset_size=min(kid_subset_size, len(real_features)),
+                                           sync_on_compute=False)
+        self.fid.update(self.real_features, real=True)
+        self.kid.update(self.real_features, real=True)
+
+    @classmethod
+    def for_dataset(cls, dataset: str, data_dir: str | Path, real_n: int = 10_000, cache_dir: str | Path | None = None,
+                    epochs: int | None = None, device: torch.device | str = "cpu", **kwargs) -> "QualityMetrics":
+        """The metrics of `dataset`: its feature net (trained and cached when missing; `record` describes it) on
+        `device`, against the cached features of its first `real_n` test images."""
+        net, record = load_feature_net(dataset, data_dir, cache_dir, device, epochs=epochs)
+        real = real_features(net, record, data_dir, real_n, cache_dir)
+        return cls(net.to(device), real, record=record, **kwargs)
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.net(b) for b in images.split(self.batch_size)])
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, class probabilities) of uint8 images, on the images' device."""
+        features = torch.cat([self.net.features(b) for b in images.split(self.batch_size)])
+        return features, self.net.head(features).softmax(1)
 
     @torch.no_grad()
-    def __call__(self, fake_images: torch.Tensor) -> dict[str, float]:
+    def score(self, features: torch.Tensor, probabilities: torch.Tensor) -> dict[str, float]:
+        """FID, KID, precision/recall and class coverage of generated images given their features."""
+        features, probabilities = features.cpu(), probabilities.cpu()
         self.fid.reset()
         self.kid.reset()
-        self.kid.subset_size = min(self.kid_subset_size, len(fake_images), len(self.real_features))
-        for images in fake_images.split(self.batch_size):
-            self.fid.update(images, real=False)
-            self.kid.update(images, real=False)
+        self.kid.subset_size = min(self.kid_subset_size, len(features), len(self.real_features))
+        self.fid.update(features, real=False)
+        self.kid.update(features, real=False)
         kid_mean, kid_std = self.kid.compute()
-        fake_features = self.features(fake_images)
-        precision, recall = precision_recall(self.real_features, fake_features, self.k)
-        probabilities = torch.cat([self.net.logits(b).softmax(1) for b in fake_images.split(self.batch_size)])
+        precision, recall = precision_recall(self.real_features, features, self.k)
         return {
             "fid": self.fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item(),
-            "precision": precision, "recall": recall, **class_coverage(probabilities), "n": len(fake_images),
+            "precision": precision, "recall": recall, **class_coverage(probabilities), "n": len(features),
         }
+
+    def __call__(self, images: torch.Tensor) -> dict[str, float]:
+        return self.score(*self.features(images))
+
+
+class InceptionFID:
+    """True Inception-v3 FID (torchmetrics with torch-fidelity's network) against a fixed real set, for users who
+    have the weights file locally (torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`). Grayscale
+    images are repeated to RGB; torchmetrics resizes them to 299×299."""
+
+    def __init__(self, weights: str | Path, real_images: torch.Tensor, batch_size: int = 100,
+                 device: torch.device | str = "cpu"):
+        try:
+            torch.load(weights, map_location="cpu", weights_only=True)  # tensors only, before torch-fidelity's
+            self.fid = FrechetInceptionDistance(feature=2048, reset_real_features=False, sync_on_compute=False,
+                                                feature_extractor_weights_path=str(weights)).to(device)
+        except (OSError, ModuleNotFoundError, RuntimeError) as err:
+            raise ConfigError(f"inception_weights={weights}: {str(err).splitlines()[0]} (needs torch-fidelity: "
+                              "pip install -e '.[inception]', and its Inception-v3 weights file)") from err
+        self.batch_size, self.device = batch_size, device
+        self._update(real_images, real=True)
+
+    def _update(self, images: torch.Tensor, real: bool) -> None:
+        for batch in images.split(self.batch_size):
+            self.fid.update(batch.to(self.device).expand(-1, 3, -1, -1), real=real)
+
+    @torch.no_grad()
+    def __call__(self, fake_images: torch.Tensor) -> float:
+        self.fid.reset()
+        self._update(fake_images, real=False)
+        return self.fid.compute().item()
