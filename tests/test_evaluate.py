@@ -25,6 +25,11 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path):
     assert report["real_n"] == 48 and "not Inception" in report["feature_space"]
     assert report["samplers"]["ddim"]["eta"] == 0.0
     assert (out / "fid_vs_steps.png").stat().st_size > 0 and (out / "kid_mean_vs_steps.png").stat().st_size > 0
+    lines = first.stdout.splitlines()
+    (header,) = [i for i, line in enumerate(lines) if line.split()[:3] == ["sampler", "steps", "FID"]]
+    assert [line.split()[:2] for line in lines[header + 1:header + 5]] == [["ddim", "5"], ["ddim", "10"],
+                                                                         ["dpm_solver", "5"], ["dpm_solver", "10"]]
+    assert list(out.glob("wandb/offline-run-*")), "the results go to an offline W&B run without an account"
     before = (out / "eval.json").read_bytes()
 
     second = run_cli("evaluate.py", *args)
@@ -32,6 +37,16 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path):
     assert (out / "eval.json").read_bytes() == before
     again = json.loads((tiny_run / "eval-1" / "eval.json").read_text())
     assert [r["fid"] for r in again["results"]] == [r["fid"] for r in report["results"]]  # same seeds, same numbers
+
+
+def test_two_processes_split_the_sampling_and_score_exactly_n(tiny_run, tiny_data, tmp_path):
+    result = run_cli("evaluate.py", f"ckpt={tiny_run}", "samplers=[ddim]", "steps=[4]", "n=9", "real_n=48",
+                     "devices=2", "accelerator=cpu", "wandb=false", "feature_net.epochs=1",
+                     f"feature_net.cache_dir={tmp_path}", f"data_dir={tiny_data}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (out,) = [p for p in tiny_run.glob("eval*") if json.loads((p / "eval.json").read_text())["world_size"] == 2]
+    (row,) = json.loads((out / "eval.json").read_text())["results"]
+    assert row["n"] == 9 and not list(out.glob("wandb"))
 
 
 @pytest.mark.parametrize("args,key", [(["samplers=[euler]"], "samplers: 'euler' is not a sampler"),
