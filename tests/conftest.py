@@ -81,7 +81,8 @@ def run_cli(script: str, *args: str, data: Path | None = None, cwd: Path | None 
 
 
 TINY_TRAIN = ["model=unet_tiny", "trainer=cpu", "T=50", "dataset.batch_size=32", "dataset.val_size=32",
-              "trainer.limit_train_batches=4", "sampling.n_images=4", "trainer.log_every_n_steps=1"]
+              "trainer.limit_train_batches=4", "sampling.n_images=4", "trainer.log_every_n_steps=1",
+              "quality.steps=5", "quality.n=8", "quality.final_n=8", "quality.real_n=32", "quality.feature_net.epochs=1"]
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def read_metrics(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
     result = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=2", "sampling.every_n_epochs=1", "sampling.steps=[5,10]",
-                     f"paths.log_dir={tmp_path}", data=tiny_data)
+                     "quality.every_n_epochs=1", f"paths.log_dir={tmp_path}", data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert run.name[:8].count("-") == 2 and len(run.name.split("-")[-1]) == 6  # HH-MM-SS-<suffix>
@@ -43,6 +43,10 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
     assert 0 < summary["final_train_loss"] < 2 and 0 < summary["final_val_loss"] < 2
     assert set(summary["val_loss_by_t_bucket"]) == {f"t{k}" for k in range(10)}
     assert summary["train_images_per_second"] > 0 and summary["wall_seconds"] >= summary["train_seconds"]
+    quality = summary["quality"]  # the final evaluation at sampling.steps, in the data set's feature space
+    assert [(r["sampler"], r["steps"], r["n"]) for r in quality["results"]] == [("ddim", 5, 8), ("ddim", 10, 8)]
+    assert quality["real_n"] == 32 and quality["feature_net"]["settings"]["epochs"] == 1
+    assert set(summary["val_metrics"]) == {"fid@5", "kid@5", "precision@5", "recall@5"}
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["T"] == 50 and ckpt["hyper_parameters"]["model"]["channels"] == 16
@@ -58,6 +62,7 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
     rows = read_metrics(run)
     assert [int(r["step"]) for r in rows if r["train/loss_step"]] == list(range(8))
     assert sum(1 for r in rows if r["val/loss"]) == 2
+    assert [float(r["val/fid@5"]) >= 0 for r in rows if r["val/fid@5"]] == [True, True]  # every_n_epochs=1
     assert list(run.glob("wandb/offline-run-*")), "W&B must run offline without an account"
     assert (run / "train.log").exists() and (run / ".hydra" / "config.yaml").exists()
     assert sorted(p.stem for p in (run / "viz").glob("*.png")) == sorted(viz.FIGURES)
@@ -66,13 +71,15 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tiny_data, tmp_path):
     result = run_cli("train.py", *TINY_TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={tmp_path}", data=tiny_data)
+                     "trainer.max_epochs=1", "logger=csv", "quality.final_n=7", f"paths.log_dir={tmp_path}", data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)  # the child process reuses the parent's run directory
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["images_seen"] == 4 * 32 * 2
     assert (run / "samples" / "final_ddpm-50.png").exists() and (run / "samples" / "final_ddim-50.png").exists()
+    (final,) = summary["quality"]["results"]  # each rank sampled 4, the gathered features were cut to exactly 7
+    assert final["n"] == 7 and final["steps"] == 50
 
 
 def spy_module(diffusion_T: int = 10) -> DiffusionModule:
@@ -131,7 +138,7 @@ def test_a_short_run_on_real_mnist_lowers_the_loss(tmp_path):
     result = run_cli("train.py", "model=unet_tiny", "trainer=cpu", "trainer.max_steps=80", "logger=csv",
                      "dataset.batch_size=64", "dataset.val_size=256", "optimizer.lr=1e-3", "module.warmup_steps=10",
                      "trainer.limit_val_batches=4", "trainer.log_every_n_steps=5", "~callbacks.sample_grid", "~callbacks.figures",
-                     f"paths.log_dir={tmp_path}", data=REAL_DATA)
+                     "~callbacks.quality", f"paths.log_dir={tmp_path}", data=REAL_DATA)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     losses = [float(r["train/loss_step"]) for r in read_metrics(run) if r["train/loss_step"]]
@@ -148,6 +155,7 @@ BAD_INPUTS = [
     (["T=10"], "T=10: schedule=linear"),
     (["model.channel_mults=[1,2,2,2]"], "model.channel_mults=[1, 2, 2, 2]"),
     (["dataset.name=cifar"], "dataset.name='cifar'"),
+    (["quality.n=1"], "quality.n=1"),
 ]
 
 

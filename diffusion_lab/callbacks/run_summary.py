@@ -13,8 +13,10 @@ from diffusion_lab.runs import write_json_atomic
 
 
 class RunSummary(Callback):
-    """Records final train loss (mean of the last `last_n_steps` steps), validation losses, optimizer steps,
-    wall time and training throughput (images over the time spent inside training batches, all ranks).
+    """Records final train loss (mean of the last `last_n_steps` steps), validation losses and other
+    validation metrics, optimizer steps, wall time and training throughput (images over the time spent inside
+    training batches, all ranks), and the entries of other callbacks' `summary` dicts (SampleQuality's
+    `quality`).
 
     Written when fit ends, and again after a final `trainer.validate`, which brings the last validation loss.
     """
@@ -46,7 +48,9 @@ class RunSummary(Callback):
             "run_name": self.run_name,
             "final_train_loss": float(torch.stack(list(self.recent_losses)).mean()) if self.recent_losses else None,
             "final_val_loss": metrics.pop("val/loss", None),
-            "val_loss_by_t_bucket": {k.removeprefix("val/loss_"): v for k, v in sorted(metrics.items())},
+            "val_loss_by_t_bucket": {k.removeprefix("val/loss_"): metrics.pop(k) for k in sorted(metrics)
+                                     if k.startswith("val/loss_t")},
+            "val_metrics": {k.removeprefix("val/"): v for k, v in sorted(metrics.items())},
             "optimizer_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "images_seen": self.images,
@@ -58,6 +62,8 @@ class RunSummary(Callback):
             "alphas_cumprod_T": float(pl_module.diffusion.alphas_cumprod[-1]),
             "world_size": trainer.world_size,
         }
+        for callback in trainer.callbacks:
+            summary |= getattr(callback, "summary", {})
         write_json_atomic(self.path, summary)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -1,0 +1,97 @@
+"""Sample quality during training: a cheap periodic `val/fid@<steps>` and a full evaluation when training ends."""
+
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
+
+from diffusion_lab.callbacks.images import require_after_ema
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.evaluate import log_to_wandb, measure, results_table
+from diffusion_lab.metrics import QualityMetrics
+from diffusion_lab.sampling import Sampler
+
+
+class SampleQuality(Callback):
+    """Every `every_n_epochs` validations, and at the last one, samples `n` images with `sampler` at `steps`
+    steps from the EMA weights and logs `val/fid@<steps>` (with `val/kid@…`, `val/precision@…`,
+    `val/recall@…`), so sweeps and checkpoints can select on quality. When training ends, measures `final_n`
+    images at each of `final_steps` (none: skipped); the results go into summary.json and W&B.
+
+    Quality is measured in the feature space of a classifier trained on the data set (see
+    diffusion_lab.metrics), built and cached by rank 0 on first use. Each rank samples its share from its own
+    noise stream; exactly n images are scored.
+    """
+
+    def __init__(self, dataset: str, data_dir: str, sampler: Callable[..., Sampler], steps: int = 50, n: int = 1000,
+                 every_n_epochs: int = 5, final_steps: Sequence[int] = (), final_n: int = 1000, real_n: int = 10_000,
+                 seed: int = 0, batch_size: int = 500, feature_net_epochs: int | None = None,
+                 feature_net_cache_dir: str | None = None):
+        if min(n, final_n, real_n) < 2 or every_n_epochs < 1:
+            raise ConfigError(f"quality.n={n}, quality.final_n={final_n}, quality.real_n={real_n} must be >= 2 and "
+                              f"quality.every_n_epochs={every_n_epochs} >= 1")
+        self.dataset, self.data_dir, self.sampler, self.steps, self.n = dataset, data_dir, sampler, steps, n
+        self.every_n_epochs, self.final_steps, self.final_n = every_n_epochs, list(final_steps), final_n
+        self.real_n, self.seed, self.batch_size = real_n, seed, batch_size
+        self.feature_net = {"epochs": feature_net_epochs, "cache_dir": feature_net_cache_dir}
+        self.metrics: QualityMetrics | None = None
+        self.latest: dict | None = None
+        self.summary: dict = {}  # RunSummary adds its entries to summary.json
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.metrics is not None:
+            return
+        require_after_ema(trainer, self)
+        T = pl_module.diffusion.num_timesteps
+        if bad := [k for k in [self.steps, *self.final_steps] if not 1 <= k]:
+            raise ConfigError(f"quality.steps, quality.final_steps: {bad} must be >= 1")
+        if too_many := [k for k in self.final_steps if k > T]:
+            rank_zero_info(f"quality.final_steps: skipping {too_many}, more than T={T}")
+            self.final_steps = [k for k in self.final_steps if k <= T]
+        self.steps = min(self.steps, T)
+        if trainer.global_rank > 0:
+            trainer.strategy.barrier()  # rank 0 trains and caches the feature net and real features when missing
+        self.metrics = QualityMetrics.for_dataset(self.dataset, self.data_dir, self.real_n, device=pl_module.device,
+                                                  **self.feature_net)
+        if trainer.global_rank == 0:
+            trainer.strategy.barrier()
+        self.summary = {"quality": {"feature_net": self.metrics.record, "real_n": len(self.metrics.real_features),
+                                    "n": self.final_n, "results": []}}
+
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: int, n: int) -> dict:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            return measure(pl_module.net, self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
+                           pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
+                           trainer.world_size, pl_module.all_gather)
+        finally:
+            pl_module.train(was_training)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or last_step:
+            self.latest = self.measure(trainer, pl_module, self.steps, self.n)  # the EMA weights are swapped in
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.latest is not None:
+            for key in ("fid", "kid_mean", "precision", "recall"):
+                pl_module.log(f"val/{key.removesuffix('_mean')}@{self.steps}", self.latest[key])
+            self.latest = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.final_steps:
+            return
+        results = [self.measure(trainer, pl_module, k, self.final_n) for k in self.final_steps]
+        self.summary["quality"]["results"] = results
+        if trainer.is_global_zero:
+            rank_zero_info("sample quality of the final (EMA) weights:\n" + results_table(results))
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    log_to_wandb(logger.experiment, results, prefix="final")
