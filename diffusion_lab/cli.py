@@ -2,15 +2,14 @@
 
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, read_write
 
-import diffusion_lab.config  # noqa: F401  (registers the resolvers that conf/ uses)
+from diffusion_lab.config import CONFIG_DIR  # importing it registers the resolvers that conf/ uses
 from diffusion_lab.errors import ConfigError
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
 
 
 @contextmanager
@@ -28,12 +27,28 @@ def one_line_errors():
         raise SystemExit(2) from None
 
 
+def relaunch_this_job_only() -> None:
+    """Under `-m`, Lightning's DDP launcher would start each extra process with this process's argv, which
+    re-runs the whole sweep. Point it at this one job instead: its overrides, as a single run
+    (`hydra.mode=RUN`, for presets that set MULTIRUN), in this job's directory (Lightning appends
+    `hydra.run.dir=<HydraConfig's run.dir>`)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def train_main(cfg: DictConfig) -> None:
+def train_main(cfg: DictConfig) -> float | None:
+    """Trains one run; returns its final `val/fid@<quality.steps>` (or None) for sweepers that optimise it."""
     from diffusion_lab.train import train  # heavy imports after Hydra has parsed the command line
 
+    relaunch_this_job_only()
     with one_line_errors():
-        train(cfg)
+        metrics = train(cfg)
+    return metrics.get(f"val/fid@{cfg.quality.steps}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")

@@ -1,9 +1,13 @@
 """OmegaConf resolvers used by conf/ (registered on import, before Hydra composes)."""
 
+import hashlib
 import secrets
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
+CONFIG_GROUPS = frozenset(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 _PROCESS_SUFFIX = secrets.token_hex(3)
 
 
@@ -12,4 +16,53 @@ def unique_suffix() -> str:
     return _PROCESS_SUFFIX
 
 
+def short_override(override: str) -> str:
+    """`dataset=fashion_mnist` → `fashion_mnist` (a group's choice), `optimizer.lr=1e-3` → `lr=1e-3`,
+    `~callbacks.figures` → `no_figures`."""
+    key, _, value = override.partition("=")
+    if key.startswith("~"):
+        return f"no_{key[1:].split('.')[-1]}"
+    key = key.lstrip("+")
+    return value if key in CONFIG_GROUPS else f"{key.split('.')[-1]}={value}"
+
+
+def short_name(overrides, max_len: int = 100) -> str:
+    """The command-line overrides as a short folder name, e.g. `fashion_mnist,cosine,T=200`; a longer one is
+    cut and given a hash of the whole, so that names stay distinct."""
+    name = ",".join(short_override(o) for o in overrides).replace("/", "_") or "defaults"
+    if len(name) > max_len:
+        name = f"{name[:max_len - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def override_tags(overrides) -> list[str]:
+    """One tag per command-line override (W&B allows 64 characters a tag)."""
+    return [short_override(o)[:64] for o in overrides]
+
+
+def _multirun_job():
+    """This job's Hydra config under `-m`, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get() if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN else None
+
+
+def sweep_group() -> str | None:
+    """Under `-m`, the sweep's folder as `<date>/<time>-<suffix>` (W&B groups the sweep's runs by it)."""
+    job = _multirun_job()
+    return "/".join(Path(job.sweep.dir).parts[-2:]) if job else None
+
+
+def job_suffix() -> str:
+    """Under `-m`, `#<job number>`, so that W&B names of jobs that differ in plain values stay distinct."""
+    job = _multirun_job()
+    num = OmegaConf.select(job, "job.num") if job else None  # None in compose(), which launches no job
+    return "" if num is None else f"#{num}"
+
+
 OmegaConf.register_new_resolver("unique_suffix", unique_suffix, replace=True)
+OmegaConf.register_new_resolver("short_name", short_name, replace=True)
+OmegaConf.register_new_resolver("override_tags", override_tags, replace=True)
+OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
+OmegaConf.register_new_resolver("job_suffix", job_suffix, replace=True)

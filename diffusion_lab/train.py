@@ -1,15 +1,37 @@
 """Training: instantiate everything from the composed config, fit, return the final metrics."""
 
 import logging
+import os
 import warnings
+from contextlib import contextmanager
 
 import pytorch_lightning as pl
+import torch
 import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def leaves_no_process_group():
+    """Undo what Lightning's DDP launcher leaves in this process: the process group, and the variables it
+    exports (with LOCAL_RANK set, the next job of a multirun would think it had been launched as a child and
+    start no processes of its own)."""
+    saved = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -30,10 +52,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The whole data set sits in memory as uint8 tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     try:
-        trainer.fit(module, datamodule=datamodule)
-        if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
-            # Stopped mid-epoch (max_steps, max_time): validate the final (EMA) weights too.
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+        with leaves_no_process_group():
+            trainer.fit(module, datamodule=datamodule)
+            if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
+                # Stopped mid-epoch (max_steps, max_time): validate the final (EMA) weights too.
+                trainer.validate(module, datamodule=datamodule, verbose=False)
     finally:
         if any(isinstance(lg, WandbLogger) for lg in loggers):
             wandb.finish()  # so the next job of a multirun starts its own W&B run

@@ -1,0 +1,74 @@
+"""Hydra multiruns: one complete run directory per job with a short name, DDP inside a sweep, W&B grouping,
+and the sweep presets (Optuna search, SLURM launcher) composed through Hydra's API."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import read_write
+
+from conftest import TINY_TRAIN, run_cli
+from diffusion_lab.config import short_name
+
+SWEEP = [*TINY_TRAIN, "trainer.max_epochs=1", "~callbacks.figures", "quality.final_steps=[]"]
+
+
+def job_dirs(cwd: Path) -> list[Path]:
+    (sweep,) = cwd.glob("multirun/*/*")
+    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("-")[0]))
+
+
+def test_short_names_keep_choices_and_values():
+    assert short_name(["dataset=fashion_mnist", "schedule=cosine", "T=200", "optimizer.lr=1e-3",
+                       "~callbacks.figures"]) == "fashion_mnist,cosine,T=200,lr=1e-3,no_figures"
+    long = short_name([f"trainer.limit_train_batches={k}" for k in range(20)])
+    assert len(long) == 100 and long != short_name([f"trainer.limit_train_batches={k}" for k in range(21)])
+
+
+def test_wandb_groups_a_sweep_and_tags_its_choices(compose_cfg):
+    cfg = compose_cfg("schedule=cosine", "T=200")
+    assert cfg.logger.wandb.group is None and cfg.logger.wandb.name == "mnist-cosine-T200-unet_small"
+    with read_write(cfg.hydra):
+        cfg.hydra.mode, cfg.hydra.job.num = RunMode.MULTIRUN, 3
+        cfg.hydra.sweep.dir = "multirun/2026-11-23/10-00-00-abcdef"
+    HydraConfig.instance().set_config(cfg)  # as Hydra sets it for job 3 of a sweep
+    assert cfg.logger.wandb.group == "2026-11-23/10-00-00-abcdef"
+    assert cfg.logger.wandb.name == "mnist-cosine-T200-unet_small#3"
+    assert list(cfg.logger.wandb.tags) == ["cosine", "T=200"]
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_runs_each_job_once_with_two_processes(tiny_data, tmp_path):
+    result = run_cli("train.py", "-m", *SWEEP, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "schedule=linear,cosine", "logger=csv", cwd=tmp_path, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(tmp_path)  # the child processes neither re-ran the sweep nor made directories of their own
+    assert [p.name[:2] for p in jobs] == ["0-", "1-"]
+    summaries = [json.loads((job / "summary.json").read_text()) for job in jobs]
+    assert [s["run_name"] for s in summaries] == ["mnist-linear-T50-unet_tiny", "mnist-cosine-T50-unet_tiny"]
+    assert all(s["world_size"] == 2 and s["optimizer_steps"] == 4 for s in summaries)
+    assert len(list(tmp_path.glob("multirun/*/*"))) == 1 and not (tmp_path / "outputs").exists()
+
+
+def test_step_study_preset_is_a_multirun_over_datasets_and_schedules(compose_cfg):
+    cfg = compose_cfg("experiment=step_study", "T=500")
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    assert dict(cfg.hydra.sweeper.params) == {"dataset": "mnist,fashion_mnist", "schedule": "linear,cosine"}
+    assert list(cfg.quality.final_steps) == [50, 100, 200, 500] and cfg.callbacks.quality.final_n == 10000
+
+
+def test_optuna_search_minimises_val_fid_over_lr_model_and_schedule(compose_cfg):
+    cfg = compose_cfg("hparams_search=optuna")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert set(sweeper.params) == {"optimizer.lr", "model", "schedule"} and sweeper.sampler.seed == cfg.seed
+    assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.quality.every_n_epochs == 1
+
+
+def test_slurm_launcher_asks_for_a_task_per_gpu(compose_cfg):
+    cfg = compose_cfg("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4 and launcher.nodes == 1
