@@ -1,0 +1,78 @@
+"""report.py on a real 2×2 tiny sweep: one row per run, failed runs listed, and the HTML checked in Chromium."""
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from conftest import TINY_TRAIN, one_line_error, run_cli
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_data, tmp_path_factory):
+    """multirun/<date>/<time>-<suffix>/ of a 2 (schedule) × 2 (T) sweep of tiny runs."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = run_cli("train.py", "-m", *TINY_TRAIN, "trainer.max_epochs=1", "~callbacks.figures",
+                     "quality.final_steps=[5,10]", "sampling.steps=[5,10]", "schedule=linear,cosine", "T=30,50",
+                     cwd=cwd, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = cwd.glob("multirun/*/*")
+    return sweep_dir
+
+
+def test_a_2x2_sweep_gives_4_complete_runs_each_with_its_own_wandb_run(sweep):
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name[:2] for p in jobs] == ["0-", "1-", "2-", "3-"]
+    assert all((job / "summary.json").exists() and list(job.glob("wandb/offline-run-*")) for job in jobs)
+
+
+def test_report_has_a_row_per_run_and_lists_a_killed_run_as_failed(sweep, tmp_path):
+    killed = tmp_path / "killed"
+    shutil.copytree(next(sweep.glob("0-*")), killed)
+    (killed / "summary.json").unlink()
+    result = run_cli("report.py", str(sweep), str(killed), "-o", str(tmp_path / "out" / "report.html"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (tmp_path / "out" / "report.html").read_text()
+    rows = re.findall(r'<tr class="(\w+)" title=', page)
+    assert rows == ["finished"] * 4 + ["failed"]
+    assert "no summary.json" in page and "http" not in page.replace("http-equiv", "")  # nothing from a network
+    header = re.search(r"<thead><tr>(.*?)</tr>", page).group(1)
+    for column in ("schedule", "T", "train loss", "val loss", "FID ddim@5", "KID ddim@10", "train min", "images/s"):
+        assert f"<th>{column}</th>" in header
+    assert page.count('class="best') >= 6  # one best per numeric column
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| #") or line.startswith("| killed")] \
+        == ["| #0", "| #1", "| #2", "| #3", "| killed"]
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 3 + 5 * 3  # three charts; per run (and its killed copy) ddim-5, ddim-10, DDPM-T
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+
+
+def test_report_of_nothing_says_so(tmp_path):
+    assert "no run directories" in one_line_error(run_cli("report.py", str(tmp_path)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_report_renders_in_headless_chromium(sweep, tmp_path):
+    page = tmp_path / "report.html"
+    assert run_cli("report.py", str(sweep), "-o", str(page)).returncode == 0
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-ready="1"' in dom.stdout and 'data-broken-images="0"' in dom.stdout, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,1000", page.as_uri()],
+                   capture_output=True, timeout=120)
+    pixels = Image.open(shot).convert("L")
+    low, high = pixels.getextrema()
+    assert high - low > 100 and len(set(pixels.getdata())) > 20  # text, tables and charts, not a blank page
