@@ -59,9 +59,9 @@ def measure(net: torch.nn.Module, sampler: Sampler, metrics: QualityMetrics, n: 
 
 def results_table(results: list[dict]) -> str:
     """The results as a fixed-width text table, one row per sampler and step count."""
-    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID×1e3':>16}{'prec':>7}{'recall':>7}{'entropy':>8}" \
+    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID':>20}{'prec':>7}{'recall':>7}{'entropy':>8}" \
              f"{'conf':>6}{'s/1k img':>10}"
-    rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.3f}{1e3 * r['kid_mean']:>9.2f} ±{1e3 * r['kid_std']:>5.2f}"
+    rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.4g}{r['kid_mean']:>11.4g} ±{r['kid_std']:<7.2g}"
             f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['class_entropy']:>8.3f}{r['confidence']:>6.3f}"
             f"{1000 * r['seconds'] / r['n']:>10.1f}" for r in results]
     return "\n".join([header, *rows])

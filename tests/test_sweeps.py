@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import OmegaConf, read_write
 
 from conftest import TINY_TRAIN, run_cli
 from diffusion_lab.config import short_name
@@ -72,3 +72,15 @@ def test_slurm_launcher_asks_for_a_task_per_gpu(compose_cfg):
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4 and launcher.nodes == 1
+
+
+@pytest.mark.slow
+def test_optuna_search_minimises_the_val_fid_that_train_returns(tiny_data, tmp_path):
+    result = run_cli("train.py", "hparams_search=optuna", *SWEEP, "hydra.sweeper.n_trials=2", "logger=csv",
+                     "~hydra.sweeper.params.model", "~hydra.sweeper.params.schedule", cwd=tmp_path, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(tmp_path)
+    fids = [json.loads((job / "summary.json").read_text())["val_metrics"]["fid@5"] for job in jobs]
+    results = OmegaConf.load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")))
+    assert len(jobs) == 2 and results.best_value == pytest.approx(min(fids))
+    assert set(results.best_params) == {"optimizer.lr"}
