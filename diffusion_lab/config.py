@@ -1,7 +1,9 @@
 """OmegaConf resolvers used by conf/ (registered on import, before Hydra composes)."""
 
 import hashlib
+import os
 import secrets
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -14,6 +16,15 @@ _PROCESS_SUFFIX = secrets.token_hex(3)
 def unique_suffix() -> str:
     """Six hex characters drawn once per process: two runs started in the same second get different dirs."""
     return _PROCESS_SUFFIX
+
+
+def sweep_stamp() -> str:
+    """`<date>/<time>-<suffix>` of a sweep, fixed when the launching process first resolves it and inherited
+    through the environment by the processes that run its jobs (submitit, SLURM), which resolve the sweep
+    folder again: every job lands in the same one."""
+    if "DIFFUSION_LAB_SWEEP" not in os.environ:
+        os.environ["DIFFUSION_LAB_SWEEP"] = f"{time.strftime('%Y-%m-%d/%H-%M-%S')}-{_PROCESS_SUFFIX}"
+    return os.environ["DIFFUSION_LAB_SWEEP"]
 
 
 def short_override(override: str) -> str:
@@ -62,6 +73,7 @@ def job_suffix() -> str:
 
 
 OmegaConf.register_new_resolver("unique_suffix", unique_suffix, replace=True)
+OmegaConf.register_new_resolver("sweep_stamp", sweep_stamp, replace=True)
 OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 OmegaConf.register_new_resolver("override_tags", override_tags, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)

@@ -17,7 +17,7 @@ SWEEP = [*TINY_TRAIN, "trainer.max_epochs=1", "~callbacks.figures", "quality.fin
 
 def job_dirs(cwd: Path) -> list[Path]:
     (sweep,) = cwd.glob("multirun/*/*")
-    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("-")[0]))
+    return sorted((p.parent.parent for p in sweep.glob("*/.hydra/config.yaml")), key=lambda p: int(p.name.split("-")[0]))
 
 
 def test_short_names_keep_choices_and_values():
@@ -84,3 +84,14 @@ def test_optuna_search_minimises_the_val_fid_that_train_returns(tiny_data, tmp_p
     results = OmegaConf.load(next(tmp_path.glob("multirun/*/*/optimization_results.yaml")))
     assert len(jobs) == 2 and results.best_value == pytest.approx(min(fids))
     assert set(results.best_params) == {"optimizer.lr"}
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_each_job_as_its_own_process(tiny_data, tmp_path):
+    result = run_cli("train.py", "-m", "hydra/launcher=submitit_local", *SWEEP, "schedule=linear,cosine",
+                     "logger=csv", cwd=tmp_path, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_dirs(tmp_path)
+    assert [json.loads((job / "summary.json").read_text())["run_name"] for job in jobs] == [
+        "mnist-linear-T50-unet_tiny", "mnist-cosine-T50-unet_tiny"]
+    assert list(tmp_path.glob("multirun/*/*/.submitit/*/*_log.out"))  # submitit ran them, not Hydra in-process
