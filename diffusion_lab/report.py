@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -115,10 +116,11 @@ def read_run(run_dir: Path) -> Run:
             run.reason += f"; last error: {errors[-1].strip()[:200]}"
     run.train_loss, run.val_loss = read_metrics(run_dir)
     run.quality = read_quality(run_dir, run.summary)
+    full_chain = f"ddpm-{run.choices.get('T')}"
     for png in sorted((run_dir / "samples").glob("final_*.png")):
         label = png.stem.removeprefix("final_")
         if label != "compare":
-            run.grids[label] = png
+            run.grids["ddpm-T" if label == full_chain else label] = png  # one column across runs of any T
     return run
 
 
@@ -265,9 +267,10 @@ def fid_figure(runs: list[Run]):
     return fig
 
 
-def grid_order(label_: str) -> tuple[int, str]:
+def grid_order(label_: str) -> tuple[float, str]:
+    """Step counts ascending, the full chain (ddpm-T) last."""
     sampler, _, steps = label_.rpartition("-")
-    return (int(steps) if steps.isdigit() else 0, sampler)
+    return (int(steps) if steps.isdigit() else math.inf, sampler)
 
 
 SCRIPT = """
@@ -300,7 +303,7 @@ th { background: #f1f3f5; cursor: pointer; user-select: none; }
 th[data-order=asc]::after { content: " ▲"; } th[data-order=desc]::after { content: " ▼"; }
 td.text { text-align: left; } td.best { background: #d3f9d8; font-weight: 600; }
 tr.failed td { color: #c92a2a; }
-.scroll { overflow-x: auto; } img { image-rendering: pixelated; } .grids img { width: 180px; } .grids td { text-align: center; }
+.scroll { overflow-x: auto; } .charts { display: flex; flex-wrap: wrap; gap: 12px; } img { image-rendering: pixelated; } .grids img { width: 180px; } .grids td { text-align: center; }
 """
 
 
@@ -327,7 +330,7 @@ def render_html(runs: list[Run], title: str) -> str:
         f"<tr><td class=text>{esc(r.name)}</td>" + "".join(
             f'<td><img alt="{esc(g)}" src="{png_data(r.grids[g])}"></td>' if g in r.grids else "<td></td>"
             for g in labels) + "</tr>" for r in runs if r.grids)
-    charts = "".join(f'<p><img alt="{name}" src="{png_data(draw(runs))}"></p>' for name, draw in (
+    charts = "".join(f'<img alt="{name}" src="{png_data(draw(runs))}">' for name, draw in (
         ("loss curves", loss_figure), ("t-bucket losses", bucket_figure), ("FID against steps", fid_figure)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{STYLE}</style></head>
@@ -338,7 +341,7 @@ green. FID and KID are measured in the feature space of a classifier trained on 
 Inception-v3), at the named sampler and step count; KID is the mean over subsets.</p>
 <div class="scroll"><table class="runs"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>
 {failed_html}
-<h2>Curves</h2>{charts}
+<h2>Curves</h2><div class="charts">{charts}</div>
 <h2>Final sample grids (EMA weights, same noise for every step count)</h2>
 <div class="scroll"><table class="grids"><thead><tr><th>run</th>{''.join(f'<th>{esc(g)}</th>' for g in labels)}</tr></thead>
 <tbody>{grid_rows}</tbody></table></div>

@@ -60,6 +60,13 @@ def test_report_of_nothing_says_so(tmp_path):
     assert "no run directories" in one_line_error(run_cli("report.py", str(tmp_path)))
 
 
+def test_wandb_runs_without_an_account_fail_in_one_line(tmp_path):
+    error = one_line_error(run_cli("report.py", "--wandb", "someone/diffusion-lab", "-o", str(tmp_path / "r.html"),
+                                   env={"WANDB_BASE_URL": "http://127.0.0.1:9"}))
+    assert error.startswith("error: --wandb someone/diffusion-lab: cannot read the project")
+    assert not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_renders_in_headless_chromium(sweep, tmp_path):
     page = tmp_path / "report.html"
