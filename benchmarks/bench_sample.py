@@ -8,15 +8,11 @@ Prints one JSON object: images/s of each (median over interleaved rounds) and th
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
-from hydra import compose, initialize_config_dir
 
-from bench_train import diffusers_twin
-from diffusion_lab.config import CONFIG_DIR
+from bench_train import compare, diffusers_twin, model_config
 from diffusion_lab.diffusion import GaussianDiffusion, linear_betas
 from diffusion_lab.sampling import DDIMSampler
 
@@ -29,11 +25,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={args.model}"])
+    cfg = model_config(args.model)
     torch.manual_seed(0)
-    unet = diffusers_twin(cfg.model).to(device).eval()
-    shape = (args.n, cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
+    unet = diffusers_twin(cfg).to(device).eval()
+    shape = (args.n, cfg.in_channels, cfg.image_size, cfg.image_size)
     sampler = DDIMSampler(GaussianDiffusion(linear_betas(1000)).to(device), steps=args.steps)
     pipeline = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000,
                                                                timestep_spacing="trailing"))
@@ -46,18 +41,7 @@ def main() -> None:
     def theirs():  # the pipeline runs under torch.no_grad itself
         pipeline(batch_size=args.n, num_inference_steps=args.steps, eta=0.0, output_type="np")
 
-    def images_per_second(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return args.n / (time.perf_counter() - start)
-
-    rounds = {"ours": [], "diffusers": []}
-    for _ in range(args.rounds):  # interleaved, so that drifts of a noisy machine hit both alike
-        rounds["ours"].append(images_per_second(ours))
-        rounds["diffusers"].append(images_per_second(theirs))
-    ours_ips, theirs_ips = statistics.median(rounds["ours"]), statistics.median(rounds["diffusers"])
+    ours_ips, theirs_ips = compare(ours, theirs, args.n, 1, args.rounds)
     print(json.dumps({
         "model": args.model, "device": device, "threads": torch.get_num_threads(), "n": args.n,
         "steps": args.steps, "images_per_s_ours": round(ours_ips, 2), "images_per_s_diffusers": round(theirs_ips, 2),

@@ -47,6 +47,20 @@ def images_per_second(step, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
+def model_config(name: str):
+    """conf/model/<name>.yaml, resolved for the default data set."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"model={name}"]).model
+
+
+def compare(ours, theirs, batch: int, steps: int, rounds: int) -> tuple[float, float]:
+    """Median images/s of `ours` and `theirs` over `rounds` interleaved rounds of `steps` calls each, so that
+    drifts of a noisy machine hit both alike."""
+    measured = [(images_per_second(ours, batch, steps), images_per_second(theirs, batch, steps))
+                for _ in range(rounds)]
+    return statistics.median(m[0] for m in measured), statistics.median(m[1] for m in measured)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unet_small")
@@ -55,14 +69,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={args.model}"])
+    cfg = model_config(args.model)
     torch.manual_seed(0)
-    ours = instantiate(cfg.model).to(device)
-    theirs = diffusers_twin(cfg.model).to(device)
+    ours = instantiate(cfg).to(device)
+    theirs = diffusers_twin(cfg).to(device)
     diffusion = GaussianDiffusion(linear_betas(1000)).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
-    x0 = torch.randn(args.batch, cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size, device=device)
+    x0 = torch.randn(args.batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=2e-4)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=2e-4)
 
@@ -81,11 +94,7 @@ def main() -> None:
         opt_theirs.step()
 
     our_step(), their_step()  # warm-up
-    rounds = {"ours": [], "diffusers": []}
-    for _ in range(args.rounds):  # interleaved, so that drifts of a noisy machine hit both alike
-        rounds["ours"].append(images_per_second(our_step, args.batch, args.steps))
-        rounds["diffusers"].append(images_per_second(their_step, args.batch, args.steps))
-    ours_ips, theirs_ips = statistics.median(rounds["ours"]), statistics.median(rounds["diffusers"])
+    ours_ips, theirs_ips = compare(our_step, their_step, args.batch, args.steps, args.rounds)
     print(json.dumps({
         "model": args.model, "device": device, "threads": torch.get_num_threads(), "batch": args.batch,
         "parameters_ours": sum(p.numel() for p in ours.parameters()),

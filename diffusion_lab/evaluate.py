@@ -108,12 +108,9 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if bad := [k for k in cfg.steps if not 1 <= k <= T]:
         raise ConfigError(f"steps={list(cfg.steps)}: {bad} not in 1..{T} (the run's T)")
     data_dir = cfg.data_dir or run_cfg.dataset.data_dir
-    if fabric.global_rank > 0:
-        fabric.barrier()  # rank 0 trains and caches the feature net and the real features when missing
-    metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
-                                         cfg.feature_net.epochs, device=fabric.device)
-    if fabric.global_rank == 0:
-        fabric.barrier()
+    with fabric.rank_zero_first():  # rank 0 trains and caches the feature net and the real features when missing
+        metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
+                                             cfg.feature_net.epochs, device=fabric.device)
     inception = None
     if cfg.inception_weights:
         real, _ = load_split(run_cfg.dataset.name, data_dir, train=False, download=False)
