@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST, FashionMNIST
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.rng import TRAIN_ORDER, seeded_generator
 
 DATASETS = {"mnist": MNIST, "fashion_mnist": FashionMNIST}
 
@@ -43,11 +44,64 @@ def _missing(cls, root, why: str) -> str:
     )
 
 
+class IndexBatches(Sampler[torch.Tensor]):
+    """Index batches for one process out of `world_size`: the global batch is the next `batch_size × world_size`
+    entries of the order (a permutation fixed by (seed, epoch) when shuffling, else 0..n−1), and rank r takes
+    its r-th share of it. Under DDP the global batches are those of a single process with the global batch
+    size, and every index appears exactly once per epoch: no padding, nothing duplicated. Training drops the
+    last, incomplete global batch; evaluation splits it as evenly as it can.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = (torch.randperm(self.n, generator=seeded_generator(self.seed, TRAIN_ORDER, self.epoch))
+                 if self.shuffle else torch.arange(self.n))
+        for start in range(0, len(self) * self.global_batch if self.shuffle else self.n, self.global_batch):
+            share = order[start:start + self.global_batch].tensor_split(self.world_size)[self.rank]
+            if len(share):
+                yield share
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return self.n // self.global_batch
+        full, rest = divmod(self.n, self.global_batch)
+        return full + (self.rank < rest)
+
+
+class Indices(Dataset):
+    """The data set of one split as its indices: a batch stays an index tensor until it reaches its device."""
+
+    def __init__(self, split: str, n: int):
+        self.split, self.n = split, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, index: torch.Tensor) -> tuple[str, torch.Tensor]:
+        return self.split, index
+
+
+def _as_is(batch):
+    return batch
+
+
 class DiffusionDataModule(pl.LightningDataModule):
     """Training split for training; the first `val_size` test images, in order, for the fixed validation loss.
 
-    Batches are (uint8 images, labels, indices); the module scales images to [-1, 1] on its device.
-    `batch_size` is per process: under DDP the global batch is batch_size × world size.
+    Both splits are held as uint8 tensors, copied once to each device that asks for them; a batch travels as
+    indices and is gathered there, so no image is touched one at a time. Batches are (uint8 images, labels,
+    indices); the module scales images to [-1, 1]. `batch_size` is per process: under DDP the global batch
+    is batch_size × world size (see `IndexBatches`). The seed fixes the order of every epoch.
     """
 
     def __init__(
@@ -56,46 +110,60 @@ class DiffusionDataModule(pl.LightningDataModule):
         data_dir: str = "./data",
         batch_size: int = 128,
         val_size: int = 2000,
-        num_workers: int = 0,
         download: bool = True,
         image_size: int = 28,
         channels: int = 1,
+        seed: int = 0,
     ):
         super().__init__()
         dataset_class(name)
         if batch_size < 1:
             raise ConfigError(f"dataset.batch_size={batch_size}: must be an integer >= 1")
         self.name, self.data_dir, self.download = name, data_dir, download
-        self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
-        self.train_set = self.val_set = None
+        self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split -> (uint8 images, labels), on CPU
+        self.on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
         for train in (True, False):
             load_split(self.name, self.data_dir, train, self.download)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
+        if self.splits:
             return
-        images, labels = load_split(self.name, self.data_dir, train=True, download=False)
-        self.train_set = TensorDataset(images, labels, torch.arange(len(labels)))
+        self.splits["train"] = load_split(self.name, self.data_dir, train=True, download=False)
         images, labels = load_split(self.name, self.data_dir, train=False, download=False)
         if not 1 <= self.val_size <= len(labels):
             raise ConfigError(f"dataset.val_size={self.val_size}: allowed values are 1..{len(labels)}")
-        n = self.val_size
-        self.val_set = TensorDataset(images[:n], labels[:n], torch.arange(n))
+        self.splits["val"] = images[: self.val_size], labels[: self.val_size]
+
+    @property
+    def val_images(self) -> torch.Tensor:
+        return self.splits["val"][0]
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self.loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self.loader("val", shuffle=False)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def loader(self, split: str, shuffle: bool) -> DataLoader:
+        n = len(self.splits[split][1])
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if shuffle and n < self.batch_size * world_size:
+            raise ConfigError(f"dataset.batch_size={self.batch_size}: the global batch ({world_size} processes) "
+                              f"exceeds the {n} training images")
+        batches = IndexBatches(n, self.batch_size, shuffle, self.seed, rank, world_size)
+        return DataLoader(Indices(split, n), batch_sampler=batches, collate_fn=_as_is,
+                          pin_memory=torch.cuda.is_available())
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """(split, indices) -> (uint8 images, labels, indices) on `device`, gathered from the split's copy there."""
+        split, index = batch
+        key = (split, torch.device(device))
+        if key not in self.on_device:
+            self.on_device[key] = tuple(t.to(device) for t in self.splits[split])
+        images, labels = self.on_device[key]
+        index = index.to(device, non_blocking=True)
+        return images[index], labels[index], index

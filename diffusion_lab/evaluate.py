@@ -15,9 +15,10 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
+from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
 from diffusion_lab.sample import generate
-from diffusion_lab.sampling import Sampler, seeded_generator
+from diffusion_lab.sampling import Sampler
 from diffusion_lab.viz import figure, save
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
                     strategy="ddp" if cfg.devices not in (1, "1") else "auto")
     fabric.launch()
-    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
+    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
     module.to(fabric.device)
     T = module.diffusion.num_timesteps
     if bad := [k for k in cfg.steps if not 1 <= k <= T]:

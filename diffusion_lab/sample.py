@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
-from diffusion_lab.sampling import Sampler, seeded_generator
+from diffusion_lab.sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def sample_run(cfg: DictConfig) -> Path | None:
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
                     strategy="ddp" if cfg.devices not in (1, "1") else "auto")
     fabric.launch()
-    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
+    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
     T = module.diffusion.num_timesteps
     if cfg.steps is not None and not 1 <= cfg.steps <= T:
         raise ConfigError(f"steps={cfg.steps}: allowed values are 1..{T} (the run's T)")

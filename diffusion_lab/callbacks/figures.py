@@ -27,7 +27,7 @@ class Figures(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        images = trainer.datamodule.val_set.tensors[0][: self.n_images]
+        images = trainer.datamodule.val_images[: self.n_images]
         was_training = pl_module.training
         pl_module.eval()
         self.saved = draw_all(pl_module.net, pl_module.diffusion, to_model_space(images).to(pl_module.device),

@@ -13,7 +13,8 @@ from torchvision.utils import make_grid, save_image
 
 from diffusion_lab.callbacks.images import log_image, require_after_ema
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.sampling import DDPMSampler, Sampler, seeded_generator
+from diffusion_lab.rng import seeded_generator
+from diffusion_lab.sampling import DDPMSampler, Sampler
 from diffusion_lab.viz import image_axes, save, show
 
 

@@ -3,19 +3,12 @@
 import math
 from abc import ABC, abstractmethod
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.sampling.spacing import spaced_timesteps
-
-
-def seeded_generator(*key: int, device="cpu") -> torch.Generator:
-    """A generator whose stream is fixed by `key` (e.g. seed, rank, purpose) and independent of other keys'."""
-    state = int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator(device).manual_seed(state)
 
 
 class Sampler(ABC):
