@@ -53,11 +53,12 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu"):
+def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", compile: bool = False):
     """(DiffusionModule in eval mode, its config, run directory) rebuilt from a checkpoint's stored config.
 
     `ema=True` loads the EMA weights (the checkpoint's `state_dict`), `ema=False` the raw ones. The file is
-    read with `weights_only=True`: no code in a checkpoint is ever run.
+    read with `weights_only=True`: no code in a checkpoint is ever run. `compile=True` compiles the network's
+    forward (torch.compile); the weights keep the memory layout the run trained with (`speed.channels_last`).
     """
     from hydra.utils import instantiate  # keeps the module importable without Hydra's start-up cost
     from omegaconf import OmegaConf
@@ -73,4 +74,6 @@ def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu"):
     module = instantiate(cfg.module)
     state = ckpt["state_dict"] if ema else ckpt.get("current_model_state", ckpt["state_dict"])
     module.load_state_dict(state)
+    if compile:
+        module.net.compile()
     return module.eval(), cfg, run_dir

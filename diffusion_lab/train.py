@@ -34,9 +34,16 @@ def leaves_no_process_group():
                 os.environ[key] = value
 
 
+def apply_backend_settings(speed: DictConfig) -> None:
+    """The process-wide `speed` settings: matmul precision (TF32) and cuDNN autotuning."""
+    torch.set_float32_matmul_precision(speed.matmul_precision)
+    torch.backends.cudnn.benchmark = speed.cudnn_benchmark
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit `cfg.module` on `cfg.dataset` with `cfg.trainer`, its callbacks and loggers."""
     pl.seed_everything(cfg.seed, workers=True)
+    apply_backend_settings(cfg.speed)
     module = instantiate(cfg.module)  # builds schedule and network first: bad values fail before any data loads
     datamodule = instantiate(cfg.dataset)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))  # logged, and stored in checkpoints

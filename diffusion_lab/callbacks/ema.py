@@ -3,30 +3,51 @@
 import torch
 from pytorch_lightning.callbacks import WeightAveraging
 
+from diffusion_lab.errors import ConfigError
 
-def ema_warmup_multi_avg_fn(decay: float):
-    """θ_ema ← d·θ_ema + (1 − d)·θ with d = min(decay, (1 + n)/(10 + n)) after n updates.
+
+def ema_weight(n: int, decay: float) -> float:
+    """1 − d_n for θ_ema ← d_n·θ_ema + (1 − d_n)·θ at update n (0-based), d_n = min(decay, (1 + n)/(10 + n));
+    the first update copies the weights.
 
     Without the warm-up, a decay of 0.999 keeps e^{-1} ≈ 37% of the initial weights after 1,000 steps,
     so short runs would sample from nearly untrained weights.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"callbacks.ema.decay={decay}: allowed values are 0 <= decay < 1")
-
-    @torch.no_grad()
-    def update(ema_params, current_params, num_averaged: torch.Tensor) -> None:
-        n = num_averaged.to(torch.float32)
-        weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)
-        torch._foreach_lerp_(ema_params, current_params, weight.to(ema_params[0].dtype))
-
-    return update
+    return 1.0 if n == 0 else 1.0 - min(decay, (1 + n) / (10 + n))
 
 
 class EMA(WeightAveraging):
     """Keeps an EMA of the LightningModule's weights; they are swapped in for validation and sampling,
     stored as the checkpoint's `state_dict` (the raw weights under `current_model_state`), and copied
-    into the model when training ends."""
+    into the model when training ends.
 
-    def __init__(self, decay: float = 0.999, use_buffers: bool = False, **kwargs):
-        super().__init__(use_buffers=use_buffers, multi_avg_fn=ema_warmup_multi_avg_fn(decay), **kwargs)
+    The update count lives on the host, so an update is one fused lerp with a Python weight: unlike
+    AveragedModel.update_parameters, which compares its device counter with 0, it never waits for the device.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs):
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay={decay}: allowed values are 0 <= decay < 1")
+        super().__init__(use_buffers=False, **kwargs)
         self.decay = decay
+        self.updates: int | None = None  # the host's copy of the averaged model's n_averaged
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.updates = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step <= self._latest_update_step:  # no optimizer step in this batch (accumulation)
+            return
+        average = self._average_model
+        if self.updates is None:  # once per fit: 0, or the count restored from a checkpoint
+            self.updates = int(average.n_averaged)
+        torch._foreach_lerp_(list(average.module.parameters()), [p.detach() for p in pl_module.parameters()],
+                             ema_weight(self.updates, self.decay))
+        buffers = list(average.module.buffers())
+        if buffers:  # not averaged: kept equal to the model's, as AveragedModel does with use_buffers=False
+            torch._foreach_copy_(buffers, [b.detach() for b in pl_module.buffers()])
+        average.n_averaged += 1
+        self.updates += 1
+        self._latest_update_step = trainer.global_step
