@@ -107,3 +107,21 @@ def test_training_steps_never_read_device_values_between_logging_steps(tiny_data
     per_batch = collections.Counter({i: c for i, c in enumerate(counter.counts) if c})
     # Batch 0: the EMA reads its update count once per fit; batches 3 and 7 end logging steps (every 4).
     assert len(counter.counts) == 9 and set(per_batch) <= {0, 3, 7} and per_batch[0] <= 1, counter.counts
+
+
+def test_speed_settings_reach_the_network(compose_cfg):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("trainer=gpu", "model=unet_tiny")  # speed follows trainer: gpu compiles, in bf16-mixed
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.speed.compile and cfg.optimizer.fused
+    module = instantiate(cfg.module)
+    convs = [m.weight for m in module.net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+             and m.kernel_size == (3, 3)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    assert module.net._compiled_call_impl is None
+    module.setup("fit")  # torch.compile is lazy: this wraps the forward, the first call compiles it
+    assert module.net._compiled_call_impl is not None
+    cpu = instantiate(compose_cfg("trainer=cpu", "model=unet_tiny", "speed.channels_last=false").module)
+    cpu.setup("fit")
+    assert cpu.net._compiled_call_impl is None and all(
+        m.weight.is_contiguous() for m in cpu.net.modules() if isinstance(m, torch.nn.Conv2d))
