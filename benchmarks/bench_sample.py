@@ -16,9 +16,10 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 from hydra.utils import instantiate
 
-from bench_train import compare, diffusers_twin, project_config
+from bench_train import diffusers_twin, project_config
 from diffusion_lab.diffusion import GaussianDiffusion, linear_betas
 from diffusion_lab.sampling import DDIMSampler
+from timing import compare
 
 
 def main() -> None:

@@ -15,8 +15,6 @@ GFLOP/s each achieves.
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +23,13 @@ from diffusers.optimization import get_scheduler
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
-from torchvision import transforms
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from diffusion_lab.callbacks.ema import ema_weight
 from diffusion_lab.config import CONFIG_DIR
+from timing import compare
 
 
 def diffusers_twin(cfg) -> UNet2DModel:
@@ -49,27 +48,10 @@ def diffusers_twin(cfg) -> UNet2DModel:
     )
 
 
-def images_per_second(step, batch: int, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
-
-
 def project_config(*overrides: str):
     """conf/config.yaml composed with `overrides`, as train.py would see it (Hydra's own keys aside)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=list(overrides))
-
-
-def compare(ours, theirs, batch: int, steps: int, rounds: int) -> tuple[float, float]:
-    """Median images/s of `ours` and `theirs` over `rounds` interleaved rounds of `steps` calls each, so that
-    drifts of a noisy machine hit both alike."""
-    measured = [(images_per_second(ours, batch, steps), images_per_second(theirs, batch, steps))
-                for _ in range(rounds)]
-    return statistics.median(m[0] for m in measured), statistics.median(m[1] for m in measured)
 
 
 def flops_per_step(step) -> float:

@@ -9,7 +9,6 @@ T=1000 chain of 64 images takes 64 000 / that figure seconds.
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -19,16 +18,7 @@ from hydra.utils import instantiate
 import diffusion_lab.config  # noqa: F401
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.diffusion import GaussianDiffusion, linear_betas
-
-
-def throughput(fn, images_per_call: int, steps: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return images_per_call * steps / (time.perf_counter() - start)
+from timing import images_per_second
 
 
 def main() -> None:
@@ -60,9 +50,11 @@ def main() -> None:
             net(xt, t)
 
         net.train()
-        train = throughput(train_step, args.batch, args.steps)
+        train_step()  # warm-up
+        train = images_per_second(train_step, args.batch, args.steps)
         net.eval()
-        sample = throughput(sample_step, 64, args.steps)
+        sample_step()
+        sample = images_per_second(sample_step, 64, args.steps)
         print(json.dumps({
             "model": name, "device": device, "threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in net.parameters()),
