@@ -6,7 +6,9 @@ import secrets
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
+
+from diffusion_lab.checkpoints import resume_run_dir, resume_subdir
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repository's conf/ (editable install)
 CONFIG_GROUPS = frozenset(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
@@ -46,6 +48,16 @@ def short_name(overrides, max_len: int = 100) -> str:
     return name
 
 
+def at_most(steps, T: int):
+    """Default step counts for any T: those of the list `steps` that are at most T, or min(steps, T) for one."""
+    return [k for k in steps if k <= T] if isinstance(steps, (list, tuple, ListConfig)) else min(steps, T)
+
+
+def wandb_id(run_dir: str) -> str:
+    """The W&B run id of a run directory (a hash of its path): a resumed run logs to the same W&B run."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
 def override_tags(overrides) -> list[str]:
     """One tag per command-line override (W&B allows 64 characters a tag)."""
     return [short_override(o)[:64] for o in overrides]
@@ -78,3 +90,7 @@ OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 OmegaConf.register_new_resolver("override_tags", override_tags, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("job_suffix", job_suffix, replace=True)
+OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
+OmegaConf.register_new_resolver("resume_subdir", lambda resume: resume_subdir(resume, _PROCESS_SUFFIX), replace=True)
+OmegaConf.register_new_resolver("at_most", at_most, replace=True)
+OmegaConf.register_new_resolver("wandb_id", wandb_id, replace=True)

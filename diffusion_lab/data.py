@@ -1,5 +1,6 @@
 """MNIST and Fashion-MNIST as in-memory uint8 tensors, read through torchvision; offline-aware."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -44,25 +45,57 @@ def _missing(cls, root, why: str) -> str:
     )
 
 
+class EpochOrder(Sampler[int]):
+    """0..n−1 in the order of the current epoch: a permutation fixed by (seed, epoch) when shuffling, else as is.
+    Lightning calls `set_epoch` on it (as `batch_sampler.sampler`) at the start of every epoch."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=seeded_generator(self.seed, TRAIN_ORDER, self.epoch))
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class IndexBatches(Sampler[torch.Tensor]):
     """Index batches for one process out of `world_size`: the global batch is the next `batch_size × world_size`
-    entries of the order (a permutation fixed by (seed, epoch) when shuffling, else 0..n−1), and rank r takes
-    its r-th share of it. Under DDP the global batches are those of a single process with the global batch
-    size, and every index appears exactly once per epoch: no padding, nothing duplicated. Training drops the
-    last, incomplete global batch; evaluation splits it as evenly as it can.
+    entries of the epoch's order (`EpochOrder`), and rank r takes its r-th share of it. Under DDP the global
+    batches are those of a single process with the global batch size, and every index appears exactly once per
+    epoch: no padding, nothing duplicated. Training drops the last, incomplete global batch; evaluation splits
+    it as evenly as it can.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.sampler = EpochOrder(n, shuffle, seed)
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.resume_epoch, self.resume_batch = -1, 0
 
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of every epoch
-        self.epoch = epoch
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Start epoch `epoch` at its batch `batch` (a run resumed mid-epoch); other epochs start at 0."""
+        self.resume_epoch, self.resume_batch = epoch, batch
 
     def __iter__(self):
-        order = (torch.randperm(self.n, generator=seeded_generator(self.seed, TRAIN_ORDER, self.epoch))
-                 if self.shuffle else torch.arange(self.n))
-        for start in range(0, len(self) * self.global_batch if self.shuffle else self.n, self.global_batch):
+        order = self.sampler.order()
+        first = self.resume_batch * self.global_batch if self.epoch == self.resume_epoch else 0
+        for start in range(first, len(self) * self.global_batch if self.shuffle else self.n, self.global_batch):
             share = order[start:start + self.global_batch].tensor_split(self.world_size)[self.rank]
             if len(share):
                 yield share
@@ -93,6 +126,22 @@ class Indices(Dataset):
 
 def _as_is(batch):
     return batch
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over `IndexBatches` whose position Lightning saves in checkpoints (its `state_dict`): a run
+    resumed mid-epoch goes on with the next batch of the same epoch's order, as if it had never stopped.
+    `batches_done()` is the number of batches of the current epoch that were trained."""
+
+    def __init__(self, dataset: Dataset, batches: IndexBatches, batches_done: Callable[[], int], **kwargs):
+        super().__init__(dataset, batch_sampler=batches, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "batches_done": self.batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 class DiffusionDataModule(pl.LightningDataModule):
@@ -155,8 +204,15 @@ class DiffusionDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.batch_size={self.batch_size}: the global batch ({world_size} processes) "
                               f"exceeds the {n} training images")
         batches = IndexBatches(n, self.batch_size, shuffle, self.seed, rank, world_size)
-        return DataLoader(Indices(split, n), batch_sampler=batches, collate_fn=_as_is,
-                          pin_memory=torch.cuda.is_available())
+        # Its own generator: a DataLoader draws a base seed whenever it starts an epoch, which would otherwise take
+        # a number from the global stream (that dropout uses) and make it depend on how many epochs were started.
+        options = dict(collate_fn=_as_is, pin_memory=torch.cuda.is_available(), generator=torch.Generator())
+        if not shuffle:
+            return DataLoader(Indices(split, n), batch_sampler=batches, **options)
+        return ResumableLoader(Indices(split, n), batches, self._batches_done, **options)
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """(split, indices) -> (uint8 images, labels, indices) on `device`, gathered from the split's copy there."""

@@ -6,9 +6,12 @@ from functools import partial
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
+from diffusion_lab.checkpoints import fingerprint
 from diffusion_lab.diffusion import GaussianDiffusion
-from diffusion_lab.rng import TRAIN_NOISE, seeded_generator
+from diffusion_lab.errors import TrainingError
+from diffusion_lab.rng import TRAIN_NOISE, rng_states, seeded_generator, set_rng_states
 from diffusion_lab.sampling import DDPMSampler, Sampler
 
 VAL_BUCKETS = 10
@@ -35,7 +38,10 @@ class DiffusionModule(pl.LightningModule):
     are comparable across epochs and runs with the same seed.
     """
 
-    step_loss_on_bar = ("cpu",)  # device types whose progress bar shows every step's loss
+    # Device types whose values the host reads without waiting: their progress bar shows every step's loss, and
+    # a non-finite loss stops training before its update. Elsewhere it is caught at the next checkpoint or
+    # validation, always before a checkpoint is written.
+    host_devices = ("cpu",)
 
     def __init__(
         self,
@@ -66,6 +72,11 @@ class DiffusionModule(pl.LightningModule):
         self.register_buffer("val_bucket", val_t * VAL_BUCKETS // T, persistent=False)
         self.val_losses: torch.Tensor | None = None
         self.last_validated_step = -1
+        self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)  # first non-finite loss's step
+        # Saved in checkpoints, so that a run resumed mid-epoch logs the mean of the whole epoch.
+        self.train_loss_epoch = MeanMetric(nan_strategy="disable")
+        self.train_loss_epoch.persistent(True)
+        self.restored_rng_states: dict | None = None
 
     def setup(self, stage: str) -> None:
         if self.compile_net and stage == "fit":
@@ -78,13 +89,39 @@ class DiffusionModule(pl.LightningModule):
         x0 = to_model_space(batch[0])
         t, noise = self.training_noise(len(x0), batch_idx)
         loss = self.diffusion.per_sample_loss(self.net, x0, t, noise).mean()
+        on_host = self.device.type in self.host_devices
+        self.watch_finite(loss, on_host)
         # Averaged over the global batch: an all-reduce of one number, no wait for the host. Lightning reads
         # progress-bar values every step, which waits for an accelerator: there the bar shows the epoch's mean.
-        on_bar = self.device.type in self.step_loss_on_bar
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=on_bar, sync_dist=True)
-        if not on_bar:
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=on_host, sync_dist=True)
+        self.train_loss_epoch.update(loss.detach())
+        self.log("train/loss_epoch", self.train_loss_epoch, on_step=False, on_epoch=True)
+        if not on_host:
             self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=True)
         return loss
+
+    def watch_finite(self, loss: torch.Tensor, on_host: bool) -> None:
+        """On the host, stop now if `loss` is not finite; elsewhere, remember the first such step on the device
+        (no wait), for `check_finite` at the next checkpoint or validation."""
+        if on_host and not torch.isfinite(loss):
+            self.stop_non_finite(self.global_step, f"={loss.item()}")
+        elif not on_host:
+            bad = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
+            self.first_bad_step = torch.where(bad, self.global_step, self.first_bad_step)
+
+    def stop_non_finite(self, step: int, value: str = " is not finite") -> None:
+        """Stop training with a TrainingError that says where the loss stopped being finite."""
+        folder = getattr(self._trainer and self._trainer.checkpoint_callback, "dirpath", None)
+        kept = f"; the checkpoints in {folder} are from earlier steps and stay as they were" if folder else ""
+        raise TrainingError(f"train/loss{value} in the batch after optimizer step {step} (epoch "
+                            f"{self.current_epoch}): training stopped before that update{kept}. Try a lower "
+                            "optimizer.lr or a smaller trainer.gradient_clip_val")
+
+    def check_finite(self) -> None:
+        """On devices that defer the check: stop if any loss since the last check was not finite."""
+        step = int(self.first_bad_step)
+        if step >= 0:
+            self.stop_non_finite(step)
 
     def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """t ~ Uniform{0..T−1} and ε ~ N(0, I) for this process's share of the global batch.
@@ -102,7 +139,24 @@ class DiffusionModule(pl.LightningModule):
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
         return t[mine], noise[mine]
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Never write weights that a non-finite loss has touched; store the config's fingerprint (see
+        checkpoints.py) and the global random states (dropout draws from them)."""
+        self.check_finite()
+        if "module" in self.hparams:
+            checkpoint["fingerprint"] = fingerprint(self.hparams["module"])
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.restored_rng_states = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if self.restored_rng_states is not None:  # a resumed run: go on with the random states of its checkpoint
+            set_rng_states(self.restored_rng_states)
+            self.restored_rng_states = None
+
     def on_validation_epoch_start(self) -> None:
+        self.check_finite()
         self.val_losses = torch.full((len(self.val_t),), -1.0, device=self.device)  # −1: not evaluated
 
     def validation_step(self, batch, batch_idx):

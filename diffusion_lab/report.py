@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from diffusion_lab.config import CONFIG_GROUPS, short_override
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.runs import fresh_file, write_atomic
 from diffusion_lab.viz import figure
 
 CHOICE_GROUPS = ("dataset", "schedule", "model", "sampler", "experiment")
@@ -402,21 +403,30 @@ def write_report(paths: list[str | Path], out: str | Path = "report.html", wandb
         runs += wandb_runs(wandb_project)
     if not runs:
         raise ConfigError("no runs: give run or multirun directories, or --wandb entity/project")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = fresh_file(Path(out), also=".md")
     title = title or f"diffusion-lab report: {', '.join(str(p) for p in paths) or wandb_project}"
-    out.write_text(render_html(runs, title))
-    md = out.with_name("report.md")
-    md.write_text(render_markdown(runs, title, out.parent))
-    return out, md
+    html = render_html(runs, title)
+    md = render_markdown(runs, title, out.parent)
+    return (write_atomic(out, lambda f: f.write(html)),
+            write_atomic(out.with_suffix(".md"), lambda f: f.write(md)))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported as one `error:` line that lists the allowed options."""
+
+    def error(self, message: str) -> None:
+        options = ", ".join("/".join(a.option_strings) for a in self._actions if a.option_strings)
+        print(f"error: {message}; allowed options are {options}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     from diffusion_lab.cli import one_line_errors
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="a multirun directory, or run directories")
-    parser.add_argument("-o", "--out", default="report.html", help="the HTML file; report.md goes beside it")
+    parser.add_argument("-o", "--out", default="report.html",
+                        help="the HTML file, with its .md beside it; if either exists, report-1.html and so on")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also pull the runs of a W&B project (online)")
     parser.add_argument("--title")
     args = parser.parse_args(argv)

@@ -2,30 +2,49 @@
 
 import itertools
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
-
-from diffusion_lab.errors import ConfigError
+from typing import IO, Any
 
 
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    """Write JSON to a temporary file beside `path`, then rename it: a reader never sees half a file."""
+from diffusion_lab.checkpoints import find_checkpoint, read_checkpoint
+
+
+def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it to `path`: a reader
+    never sees half a file, and a crash mid-write leaves the previous file whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    return write_atomic(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def fresh_file(path: Path, also: str = "") -> Path:
+    """`path`, or `<stem>-1<suffix>`, `<stem>-2<suffix>`, …: the first name free for it and, with `also`, for
+    the file of that suffix beside it (a report's .md), so that no earlier file is replaced."""
+    for k in itertools.count():
+        candidate = path if k == 0 else path.with_name(f"{path.stem}-{k}{path.suffix}")
+        if not candidate.exists() and not (also and candidate.with_suffix(also).exists()):
+            if k:
+                logging.getLogger(__name__).warning("%s exists: writing %s", path, candidate)
+            return candidate
 
 
 def fresh_dir(base: str | Path) -> Path:
@@ -40,19 +59,6 @@ def fresh_dir(base: str | Path) -> Path:
             continue
 
 
-def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """(checkpoint file, run directory) for a run directory or a .ckpt path."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = path / "checkpoints" / "last.ckpt"
-        if not ckpt.exists():
-            raise ConfigError(f"ckpt={str(path)!r}: a run directory must hold checkpoints/last.ckpt")
-        return ckpt, path
-    if not path.is_file():
-        raise ConfigError(f"ckpt={str(path)!r}: no such checkpoint file or run directory")
-    return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
 def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", compile: bool = False):
     """(DiffusionModule in eval mode, its config, run directory) rebuilt from a checkpoint's stored config.
 
@@ -64,12 +70,7 @@ def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", comp
     from omegaconf import OmegaConf
 
     ckpt_path, run_dir = find_checkpoint(path)
-    try:
-        ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, corrupt, or not a checkpoint at all
-        raise ConfigError(f"ckpt={str(ckpt_path)!r}: cannot be read as a checkpoint ({type(err).__name__})") from None
-    if "hyper_parameters" not in ckpt or "module" not in ckpt["hyper_parameters"]:
-        raise ConfigError(f"ckpt={str(ckpt_path)!r}: holds no diffusion-lab config (not written by train.py?)")
+    ckpt = read_checkpoint(ckpt_path, map_location=map_location)
     cfg = OmegaConf.create(ckpt["hyper_parameters"])
     module = instantiate(cfg.module)
     state = ckpt["state_dict"] if ema else ckpt.get("current_model_state", ckpt["state_dict"])

@@ -4,6 +4,7 @@ import logging
 import os
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -11,6 +12,9 @@ import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+
+from diffusion_lab.checkpoints import check_same_model, find_checkpoint, read_checkpoint
+from diffusion_lab.loggers import CSVLogger
 
 log = logging.getLogger(__name__)
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -40,8 +44,18 @@ def apply_backend_settings(speed: DictConfig) -> None:
     torch.backends.cudnn.benchmark = speed.cudnn_benchmark
 
 
+def resume_point(cfg: DictConfig) -> tuple[Path, int]:
+    """(checkpoint, its optimizer step) of `cfg.resume`, once read and checked to hold this config's model."""
+    path, _ = find_checkpoint(cfg.resume, key="resume")
+    ckpt = read_checkpoint(path, key="resume")
+    check_same_model("resume", path, ckpt, OmegaConf.to_container(cfg.module, resolve=True))
+    return path, ckpt["global_step"]
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit `cfg.module` on `cfg.dataset` with `cfg.trainer`, its callbacks and loggers."""
+    """Fit `cfg.module` on `cfg.dataset` with `cfg.trainer`, its callbacks and loggers; with `cfg.resume`, go on
+    from that checkpoint: weights, EMA, optimizer, learning-rate schedule, random states, data position."""
+    ckpt_path, step = resume_point(cfg) if cfg.get("resume") else (None, 0)
     pl.seed_everything(cfg.seed, workers=True)
     apply_backend_settings(cfg.speed)
     module = instantiate(cfg.module)  # builds schedule and network first: bad values fail before any data loads
@@ -55,12 +69,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if ckpt_path:
+        log.info("resuming from %s (optimizer step %d)", ckpt_path, step)
+        for logger in loggers:
+            if isinstance(logger, CSVLogger):
+                logger.rewind(step)  # the steps after the checkpoint are logged again
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # The whole data set sits in memory as uint8 tensors: worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     try:
         with leaves_no_process_group():
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             if module.last_validated_step != trainer.global_step and trainer.limit_val_batches:
                 # Stopped mid-epoch (max_steps, max_time): validate the final (EMA) weights too.
                 trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -74,7 +74,7 @@ def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tiny_data, tmp_pat
                      "trainer.max_epochs=1", "logger=csv", "quality.final_n=7", f"paths.log_dir={tmp_path}", data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)  # the child process reuses the parent's run directory
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step0000004.ckpt"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["images_seen"] == 4 * 32 * 2
     assert (run / "samples" / "final_ddpm-50.png").exists() and (run / "samples" / "final_ddim-50.png").exists()
@@ -148,22 +148,6 @@ def test_a_short_run_on_real_mnist_lowers_the_loss(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # saved mid-epoch, at max_steps
     assert ckpt["global_step"] == 80
     assert any(not torch.equal(ckpt["state_dict"][k], v) for k, v in ckpt["current_model_state"].items())
-
-
-BAD_INPUTS = [
-    (["T=0"], "T=0"),
-    (["T=10"], "T=10: schedule=linear"),
-    (["model.channel_mults=[1,2,2,2]"], "model.channel_mults=[1, 2, 2, 2]"),
-    (["dataset.name=cifar"], "dataset.name='cifar'"),
-    (["quality.n=1"], "quality.n=1"),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("overrides,key", BAD_INPUTS)
-def test_bad_values_exit_with_one_line_naming_the_key(tiny_data, tmp_path, overrides, key):
-    result = run_cli("train.py", *TINY_TRAIN, "logger=csv", f"paths.log_dir={tmp_path}", *overrides, data=tiny_data)
-    assert key in one_line_error(result)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info
 from torchvision.utils import make_grid, save_image
 
 from diffusion_lab.callbacks.images import log_image, require_after_ema
@@ -42,12 +41,6 @@ class SampleGrid(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_after_ema(trainer, self)
-        if any(k < 1 for k in self.steps):
-            raise ConfigError(f"sampling.steps={self.steps}: step counts must be >= 1")
-        T = pl_module.diffusion.num_timesteps
-        if any(k > T for k in self.steps):
-            rank_zero_info(f"sampling.steps: skipping {[k for k in self.steps if k > T]}, more than T={T}")
-            self.steps = [k for k in self.steps if k <= T]
 
     def samplers(self, pl_module: pl.LightningModule) -> list[Sampler]:
         """Full-T ancestral DDPM, then the configured sampler at each step count."""

@@ -1,0 +1,123 @@
+"""Bad inputs through the real command lines: each exits non-zero with one `error:` line that names the key and
+what it allows (no traceback), and leaves every earlier output as it was."""
+
+import hashlib
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_TRAIN, one_line_error, run_cli
+
+# (script, arguments, the parts the one line must contain). {run}: a finished run; {outputs}: the folder that
+# holds it (train.py writes there); {truncated}, {edited}, {foreign}: bad checkpoint files beside it.
+CASES = [
+    # train.py: keys and group options, refused while Hydra composes the config
+    ("train.py", ["trainr.max_epochs=3"], ["trainr.max_epochs", "did you mean trainer?", "allowed keys are"]),
+    ("train.py", ["optimizer.lrr=1e-3"], ["optimizer.lrr", "did you mean lr?", "allowed keys are lr, weight_decay"]),
+    ("train.py", ["schedule=cosin"], ["schedule=cosin", "allowed values are cosine, linear, sigmoid"]),
+    ("train.py", ["model=unet_huge"], ["model=unet_huge", "allowed values are unet_base, unet_small, unet_tiny"]),
+    ("train.py", ["dataset=cifar10"], ["dataset=cifar10", "allowed values are fashion_mnist, mnist"]),
+    ("train.py", ["T=[1,"], ["T=[1,", "cannot parse", "key=value"]),
+    # train.py: values, refused before anything heavy is imported
+    ("train.py", ["T=0"], ["T=0", "allowed values are integers >= 1"]),
+    ("train.py", ["T=abc"], ["T='abc'", "allowed values are integers >= 1"]),
+    ("train.py", ["optimizer.lr=-1e-3"], ["optimizer.lr=-0.001", "allowed values are numbers > 0"]),
+    ("train.py", ["sampling.steps=[5,80]"], ["sampling.steps=[5, 80]", "80 not allowed", "integers 1..T=50"]),
+    ("train.py", ["quality.steps=0"], ["quality.steps=0", "integers 1..T=50"]),
+    ("train.py", ["sampler.eta=1.5"], ["sampler.eta=1.5", "allowed values are numbers >= 0 and <= 1"]),
+    ("train.py", ["dataset.batch_size=0"], ["dataset.batch_size=0", "allowed values are integers >= 1"]),
+    ("train.py", ["trainer.precision=bf15"], ["trainer.precision='bf15'", "allowed values are 32-true"]),
+    ("train.py", ["trainer.max_epochs=0"], ["trainer.max_epochs=0", "allowed values are integers >= 1 or -1"]),
+    ("train.py", ["trainer.devices=0"], ["trainer.devices=0", "allowed values are integers >= 1"]),
+    ("train.py", ["trainer.max_time=15min"], ["trainer.max_time='15min'", "DD:HH:MM:SS"]),
+    ("train.py", ["speed.compile=maybe"], ["speed.compile='maybe'", "allowed values are True, False"]),
+    ("train.py", ["callbacks.checkpoint.save_top_k=0"], ["callbacks.checkpoint.save_top_k=0", "integers >= 1 or -1"]),
+    ("train.py", ["callbacks.ema.decay=1.5"], ["callbacks.ema.decay=1.5", "allowed values are numbers >= 0 and < 1"]),
+    ("train.py", ["dataset.name=cifar"], ["dataset.name='cifar'", "allowed values are mnist, fashion_mnist"]),
+    ("train.py", ["resume=/no/such/run"], ["resume='/no/such/run'", "a run directory or a .ckpt file"]),
+    # train.py: values the built objects refuse (schedule, U-Net, EMA, data), before any data is read
+    ("train.py", ["T=10"], ["T=10: schedule=linear", "use T >= 21 or schedule=cosine"]),
+    ("train.py", ["model.channels=12"], ["model.channels=12", "divisible by model.norm_groups=8"]),
+    ("train.py", ["dataset.val_size=100000"], ["dataset.val_size=100000", "allowed values are 1..64"]),
+    # resuming into another model
+    ("train.py", ["resume={run}", "T=200"], ["resume=", "another model or schedule", "T: 50 → 200"]),
+    # sample.py and evaluate.py
+    ("sample.py", [], ["ckpt: missing", "ckpt=<value>"]),
+    ("sample.py", ["ckpt={run}", "n=0"], ["n=0", "allowed values are integers >= 1"]),
+    ("sample.py", ["ckpt={run}", "sampler=euler"], ["sampler=euler", "allowed values are ddim, ddpm, dpm_solver"]),
+    ("sample.py", ["ckpt={run}", "steps=80"], ["steps=80", "allowed values are 1..50"]),
+    ("sample.py", ["ckpt={truncated}"], ["ckpt=", "cannot be read as a checkpoint", "left as it is"]),
+    ("sample.py", ["ckpt={foreign}"], ["ckpt=", "cannot be read as a checkpoint"]),
+    ("sample.py", ["ckpt={edited}"], ["ckpt=", "does not match the fingerprint"]),
+    ("evaluate.py", ["ckpt={run}", "samplers=[euler]"], ["samplers", "allowed values are non-empty lists of ddim, ddpm, dpm_solver"]),
+    ("evaluate.py", ["ckpt={run}", "n=1"], ["n=1", "allowed values are integers >= 2"]),
+    ("evaluate.py", ["ckpt={run}", "stesp=[5]"], ["stesp", "did you mean steps?", "allowed keys are"]),
+    # report.py
+    ("report.py", ["{outputs}/nothing-here"], ["nothing-here", "no such run or multirun directory"]),
+    ("report.py", ["--bogus"], ["--bogus", "allowed options are"]),
+]
+
+
+class Foreign:  # not plain data: a checkpoint holding it must not be unpickled
+    pass
+
+
+@pytest.fixture(scope="module")
+def outputs(tiny_run, tmp_path_factory) -> Path:
+    """A copy of a finished run in an outputs folder, and three bad checkpoints beside it."""
+    root = tmp_path_factory.mktemp("outputs")
+    run = root / "2026-01-01" / "00-00-00-aaaaaa"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    data = ckpt_path.read_bytes()
+    (root / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["hyper_parameters"]["module"]["net"]["channels"] = 32  # the config no longer describes the weights
+    torch.save(ckpt, root / "edited.ckpt")
+    torch.save({"state_dict": {}, "payload": Foreign()}, root / "foreign.ckpt")
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def case_id(script: str, args: list[str]) -> str:
+    return " ".join([script, *args])
+
+
+@pytest.fixture(scope="module")
+def results(outputs, tiny_data) -> tuple[dict, dict]:
+    """(snapshot of `outputs` before, {case id: finished command}), the commands run two at a time."""
+    run = outputs / "2026-01-01" / "00-00-00-aaaaaa"
+    names = {"run": run, "outputs": outputs, **{k: outputs / f"{k}.ckpt" for k in ("truncated", "edited", "foreign")}}
+
+    def run_case(case):
+        script, args, _ = case
+        args = [a.format(**names) for a in args]
+        if script == "train.py":
+            args = [*TINY_TRAIN, "logger=csv", f"paths.log_dir={outputs}", *args]
+        return run_cli(script, *args, data=tiny_data, cwd=outputs)
+
+    before = snapshot(outputs)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each command spends most of its time starting Python
+        finished = list(pool.map(run_case, CASES))
+    return before, {case_id(script, args): result for (script, args, _), result in zip(CASES, finished)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,args,expected", CASES, ids=[case_id(s, a) for s, a, _ in CASES])
+def test_a_bad_input_exits_with_one_line_naming_the_key(results, script, args, expected):
+    error = one_line_error(results[1][case_id(script, args)])
+    for part in expected:
+        assert part in error, error
+
+
+@pytest.mark.slow
+def test_bad_inputs_leave_earlier_outputs_as_they_were(outputs, results):
+    assert len(CASES) >= 25
+    assert snapshot(outputs) == results[0]  # nothing written, nothing changed, no run directory left behind
