@@ -23,7 +23,7 @@ from diffusion_lab.viz import figure, save
 
 log = logging.getLogger(__name__)
 SAMPLER_DIR = Path(CONFIG_DIR) / "sampler"
-COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "class_entropy",
+COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
            "classes_below_half", "confidence", "n", "seconds", "images_per_second"]
 
 
@@ -60,10 +60,11 @@ def measure(net: torch.nn.Module, sampler: Sampler, metrics: QualityMetrics, n: 
 
 def results_table(results: list[dict]) -> str:
     """The results as a fixed-width text table, one row per sampler and step count."""
-    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID':>20}{'prec':>7}{'recall':>7}{'entropy':>8}" \
+    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID':>20}{'prec':>7}{'recall':>7}{'cover':>7}{'entropy':>8}" \
              f"{'conf':>6}{'s/1k img':>10}"
     rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.4g}{r['kid_mean']:>11.4g} ±{r['kid_std']:<7.2g}"
-            f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['class_entropy']:>8.3f}{r['confidence']:>6.3f}"
+            f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['coverage']:>7.3f}{r['class_entropy']:>8.3f}"
+            f"{r['confidence']:>6.3f}"
             f"{1000 * r['seconds'] / r['n']:>10.1f}" for r in results]
     return "\n".join([header, *rows])
 
@@ -87,7 +88,7 @@ def log_to_wandb(run, results: list[dict], prefix: str = "eval") -> None:
     run.log({f"{prefix}/results": wandb.Table(columns=COLUMNS, data=[[r[c] for c in COLUMNS] for r in results])})
     names = list(dict.fromkeys(r["sampler"] for r in results))
     steps = sorted({r["steps"] for r in results})
-    for key in ("fid", "kid_mean", "precision", "recall"):
+    for key in ("fid", "kid_mean", "precision", "recall", "coverage"):
         by_steps = {(r["sampler"], r["steps"]): r[key] for r in results}
         ys = [[by_steps.get((name, k), float("nan")) for k in steps] for name in names]
         run.log({f"{prefix}/{key}_vs_steps": wandb.plot.line_series(xs=steps, ys=ys, keys=names, xname="steps",

@@ -11,7 +11,7 @@ from conftest import REAL_DATA
 from diffusion_lab.data import load_split
 from diffusion_lab.metrics import feature_net as fn
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics, class_coverage, precision_recall
+from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics, class_coverage, coverage, precision_recall
 
 
 class Identity(nn.Module):
@@ -54,6 +54,20 @@ def test_precision_and_recall_are_one_for_identical_sets_and_zero_for_disjoint_o
     assert min(close) > 0.7
 
 
+def test_coverage_matches_its_definition_and_exposes_mode_collapse():
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(60, 4, generator=g), torch.randn(50, 4, generator=g)
+    k = 5  # Naeem et al.: real i is covered when some fake lies within its k-th nearest real neighbour's distance
+    covered = 0
+    for i in range(len(real)):
+        radius = sorted(float((real[i] - real[j]).norm()) for j in range(len(real)) if j != i)[k - 1]
+        covered += any(float((real[i] - f).norm()) <= radius for f in fake)
+    assert coverage(real, fake, k) == pytest.approx(covered / len(real))
+    assert coverage(real, real.clone()) == 1.0 and coverage(real, real + 100.0) == 0.0
+    collapsed = real[:1] + 0.01 * torch.randn(50, 4, generator=g)  # every fake near one real point
+    assert precision_recall(real, collapsed)[0] == 1.0 and coverage(real, collapsed) < 0.1
+
+
 def test_class_coverage_of_uniform_and_collapsed_predictions():
     uniform = torch.eye(10).repeat(50, 1)
     assert class_coverage(uniform) == {"class_entropy": pytest.approx(np.log(10)), "class_entropy_max": np.log(10),
@@ -73,7 +87,7 @@ def test_quality_metrics_report_everything_and_kid_is_near_zero_for_one_distribu
     black = torch.zeros(600, 1, 28, 28, dtype=torch.uint8)
     metrics = QualityMetrics(net, net.features(real), kid_subsets=20, kid_subset_size=200)
     near, far = metrics(same), metrics(black)
-    assert set(near) == {"fid", "kid_mean", "kid_std", "precision", "recall", "class_entropy", "class_entropy_max",
+    assert set(near) == {"fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy", "class_entropy_max",
                          "classes_below_half", "confidence", "n"}
     assert near["n"] == 600
     assert abs(near["kid_mean"]) < 3 * near["kid_std"] + 1e-4 and far["kid_mean"] > 10 * abs(near["kid_mean"])

@@ -1,4 +1,5 @@
-"""Sample quality in a feature space: FID and KID (torchmetrics), improved precision and recall, class coverage;
+"""Sample quality in a feature space: FID and KID (torchmetrics), improved precision and recall, coverage, class
+coverage;
 and, optionally, true Inception-v3 FID."""
 
 import math
@@ -38,6 +39,16 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     the real manifold (k-NN balls around real features), recall the share of real ones inside the fake one."""
     real, fake = real.double(), fake.double()
     return (manifold_coverage(fake, real, knn_radii(real, k)), manifold_coverage(real, fake, knn_radii(fake, k)))
+
+
+@torch.no_grad()
+def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> float:
+    """Coverage (Naeem et al. 2020): the share of real features whose k-NN ball (among the real ones) holds at
+    least one fake feature. Unlike recall it ignores outlying fakes, so one stray sample cannot inflate it."""
+    real, fake = real.double(), fake.double()
+    radii = knn_radii(real, k)
+    nearest_fake = torch.cat([torch.cdist(real[s:s + chunk], fake).amin(1) for s in range(0, len(real), chunk)])
+    return (nearest_fake <= radii).double().mean().item()
 
 
 def class_coverage(probabilities: torch.Tensor) -> dict[str, float]:
@@ -106,7 +117,7 @@ class QualityMetrics:
 
     @torch.no_grad()
     def score(self, features: torch.Tensor, probabilities: torch.Tensor) -> dict[str, float]:
-        """FID, KID, precision/recall and class coverage of generated images given their features."""
+        """FID, KID, precision/recall, coverage and class coverage of generated images given their features."""
         features, probabilities = features.cpu(), probabilities.cpu()
         self.fid.reset()
         self.kid.reset()
@@ -117,7 +128,8 @@ class QualityMetrics:
         precision, recall = precision_recall(self.real_features, features, self.k)
         return {
             "fid": self.fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item(),
-            "precision": precision, "recall": recall, **class_coverage(probabilities), "n": len(features),
+            "precision": precision, "recall": recall, "coverage": coverage(self.real_features, features),
+            **class_coverage(probabilities), "n": len(features),
         }
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
