@@ -17,6 +17,7 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
+from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.sample import generate
 from diffusion_lab.sampling import Sampler
 from diffusion_lab.viz import figure, save
@@ -35,23 +36,30 @@ def sampler_factory(name: str):
     return instantiate(OmegaConf.load(SAMPLER_DIR / f"{name}.yaml"))
 
 
-def measure(net: torch.nn.Module, sampler: Sampler, metrics: QualityMetrics, n: int, image_shape, seed: int,
+def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: int, image_shape, seed: int,
             batch_size: int, device, rank: int = 0, world_size: int = 1,
             all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            inception: InceptionFID | None = None) -> dict:
+            inception: InceptionFID | None = None, by_class: bool = False) -> dict:
     """Sample n images with `sampler` and score them (with `inception` too, when given). With several
     processes, rank r draws ceil(n / world_size) images from its own noise stream (seed, r); the features are
-    gathered rank by rank and exactly the first n are scored, on every rank, so no image is counted twice."""
+    gathered rank by rank and exactly the first n are scored, on every rank, so no image is counted twice.
+    With `by_class` (a class-conditional run), image i is asked for class i % C, with the denoiser's guidance,
+    and the result adds the share the data set's classifier assigns to the class asked for."""
     per_rank = math.ceil(n / world_size)
+    classes = torch.arange(per_rank * world_size) % denoiser.net.num_classes if by_class else None
     start = time.perf_counter()
-    images = generate(net, sampler, per_rank, image_shape, seeded_generator(seed, rank, device=device), batch_size,
-                      device)
+    images = generate(denoiser, sampler, per_rank, image_shape, seeded_generator(seed, rank, device=device), batch_size,
+                      device, labels=classes[rank * per_rank:][:per_rank].to(device) if by_class else None)
     features, probabilities = metrics.features(images)
     if world_size > 1:
         features, probabilities = (all_gather(x).reshape(-1, x.shape[-1]) for x in (features, probabilities))
     seconds = time.perf_counter() - start
     result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features[:n], probabilities[:n]),
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 2)}
+    if by_class:
+        asked = classes[:n].to(probabilities.device)
+        result |= {"guidance_scale": denoiser.guidance_scale,
+                   "class_accuracy": (probabilities[:n].argmax(1) == asked).double().mean().item()}
     if inception is not None:
         gathered = all_gather(images).reshape(-1, *image_shape) if world_size > 1 else images
         result["inception_fid"] = inception(gathered[:n])
@@ -62,10 +70,12 @@ def results_table(results: list[dict]) -> str:
     """The results as a fixed-width text table, one row per sampler and step count."""
     header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID':>20}{'prec':>7}{'recall':>7}{'cover':>7}{'entropy':>8}" \
              f"{'conf':>6}{'s/1k img':>10}"
+    header += f"{'w':>6}{'class acc':>10}" if "class_accuracy" in results[0] else ""
     rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.4g}{r['kid_mean']:>11.4g} ±{r['kid_std']:<7.2g}"
             f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['coverage']:>7.3f}{r['class_entropy']:>8.3f}"
             f"{r['confidence']:>6.3f}"
-            f"{1000 * r['seconds'] / r['n']:>10.1f}" for r in results]
+            f"{1000 * r['seconds'] / r['n']:>10.1f}"
+            + (f"{r['guidance_scale']:>6g}{r['class_accuracy']:>10.3f}" if "class_accuracy" in r else "") for r in results]
     return "\n".join([header, *rows])
 
 
@@ -81,11 +91,24 @@ def plot_against_steps(results: list[dict], key: str):
     return fig
 
 
+def plot_against_guidance(results: list[dict], key: str):
+    """One line per sampler and step count: `key` against the guidance scale w."""
+    fig = figure(6, 4)
+    ax = fig.subplots()
+    for name, steps in dict.fromkeys((r["sampler"], r["steps"]) for r in results):
+        rows = sorted((r["guidance_scale"], r[key]) for r in results if (r["sampler"], r["steps"]) == (name, steps))
+        ax.plot(*zip(*rows), marker="o", label=f"{name}-{steps}")
+    ax.set(xlabel="guidance scale w", ylabel=key, title=f"{key} against classifier-free guidance")
+    ax.legend()
+    return fig
+
+
 def log_to_wandb(run, results: list[dict], prefix: str = "eval") -> None:
     """A W&B table of the results and, per metric, a line plot against the steps with one line per sampler."""
     import wandb
 
-    run.log({f"{prefix}/results": wandb.Table(columns=COLUMNS, data=[[r[c] for c in COLUMNS] for r in results])})
+    columns = COLUMNS + [c for c in ("guidance_scale", "class_accuracy") if c in results[0]]
+    run.log({f"{prefix}/results": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in results])})
     names = list(dict.fromkeys(r["sampler"] for r in results))
     steps = sorted({r["steps"] for r in results})
     for key in ("fid", "kid_mean", "precision", "recall", "coverage"):
@@ -117,13 +140,19 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if cfg.inception_weights:
         real, _ = load_split(run_cfg.dataset.name, data_dir, train=False, download=False)
         inception = InceptionFID(cfg.inception_weights, real[: cfg.real_n], device=fabric.device)
+    by_class = bool(module.num_classes)
+    if not by_class and list(cfg.guidance_scales) != [0.0]:
+        raise ConfigError(f"guidance_scales={list(cfg.guidance_scales)}: this run is unconditional; allowed: [0.0] "
+                          "(or a run trained with model.num_classes=10)")
     results = []
-    for name, factory in factories.items():
-        for steps in cfg.steps:
-            results.append(measure(module.net, factory(module.diffusion, steps=steps), metrics, cfg.n,
-                                   module.image_shape, cfg.seed, cfg.batch_size, fabric.device, fabric.global_rank,
-                                   fabric.world_size, fabric.all_gather, inception))
-            log.info("%-10s %5d steps: FID %8.3f  %.1f s", name, steps, results[-1]["fid"], results[-1]["seconds"])
+    for w in cfg.guidance_scales:
+        for name, factory in factories.items():
+            for steps in cfg.steps:
+                results.append(measure(module.denoiser(guidance_scale=w), factory(module.diffusion, steps=steps),
+                                       metrics, cfg.n, module.image_shape, cfg.seed, cfg.batch_size, fabric.device,
+                                       fabric.global_rank, fabric.world_size, fabric.all_gather, inception, by_class))
+                log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, steps, w, results[-1]["fid"],
+                         results[-1]["seconds"])
     if not fabric.is_global_zero:
         return None
     out = fresh_dir(run_dir / "eval")
@@ -136,7 +165,11 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         "results": results,
     })
     for key in ("fid", "kid_mean"):
-        save(plot_against_steps(results, key), out / f"{key}_vs_steps.png")
+        save(plot_against_steps([r for r in results if r.get("guidance_scale", 0) == cfg.guidance_scales[0]], key),
+             out / f"{key}_vs_steps.png")
+    if len(cfg.guidance_scales) > 1:
+        for key in ("fid", "class_accuracy"):
+            save(plot_against_guidance(results, key), out / f"{key}_vs_guidance.png")
     print(results_table(results))
     if cfg.wandb:
         import wandb

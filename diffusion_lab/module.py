@@ -9,7 +9,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from diffusion_lab.checkpoints import fingerprint
-from diffusion_lab.diffusion import GaussianDiffusion
+from diffusion_lab.diffusion import Denoiser, GaussianDiffusion
 from diffusion_lab.errors import TrainingError
 from diffusion_lab.rng import TRAIN_NOISE, rng_states, seeded_generator, set_rng_states
 from diffusion_lab.sampling import DDPMSampler, Sampler
@@ -28,7 +28,8 @@ def to_model_space(images: torch.Tensor) -> torch.Tensor:
 
 
 class DiffusionModule(pl.LightningModule):
-    """Trains `net` to predict ε under `diffusion`.
+    """Trains `net` to predict what `diffusion.prediction` says (ε, x_0 or v) under `diffusion`; a class-conditional
+    net (`num_classes`) is given the image's label, replaced by the null class with probability `p_uncond`.
 
     `channels_last` stores the network's weights in NHWC, so that its convolutions run in that layout;
     `compile` compiles its forward with torch.compile when fitting starts.
@@ -55,6 +56,7 @@ class DiffusionModule(pl.LightningModule):
         seed: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        p_uncond: float = 0.1,
     ):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
@@ -63,6 +65,8 @@ class DiffusionModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self.seed = seed
+        self.num_classes = getattr(net, "num_classes", None)  # class-conditional when set
+        self.p_uncond = p_uncond
         self.image_shape = (channels, image_size, image_size)
         T = diffusion.num_timesteps
         generator = torch.Generator().manual_seed(seed)
@@ -87,8 +91,11 @@ class DiffusionModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x0 = to_model_space(batch[0])
-        t, noise = self.training_noise(len(x0), batch_idx)
-        loss = self.diffusion.per_sample_loss(self.net, x0, t, noise).mean()
+        t, noise, keep_label = self.training_noise(len(x0), batch_idx)
+        labels = None
+        if self.num_classes:  # label dropout: the null class for a share p_uncond, for classifier-free guidance
+            labels = torch.where(keep_label, batch[1], torch.full_like(batch[1], self.num_classes))
+        loss = self.diffusion.per_sample_loss(self.net, x0, t, noise, labels).mean()
         on_host = self.device.type in self.host_devices
         self.watch_finite(loss, on_host)
         # Averaged over the global batch: an all-reduce of one number, no wait for the host. Lightning reads
@@ -123,8 +130,9 @@ class DiffusionModule(pl.LightningModule):
         if step >= 0:
             self.stop_non_finite(step)
 
-    def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """t ~ Uniform{0..T−1} and ε ~ N(0, I) for this process's share of the global batch.
+    def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t ~ Uniform{0..T−1}, ε ~ N(0, I) and, for a class-conditional net, which labels to keep (each with
+        probability 1 − p_uncond) for this process's share of the global batch.
 
         They are drawn for the whole global batch from a stream fixed by (seed, epoch, batch), and each rank
         keeps the rows of its share of the data (`IndexBatches`): training under N processes is the training
@@ -136,8 +144,10 @@ class DiffusionModule(pl.LightningModule):
         n = batch_size * world_size
         t = self.diffusion.sample_timesteps(n, self.device, generator)
         noise = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+        keep_label = (torch.rand(n, generator=generator, device=self.device) >= self.p_uncond if self.num_classes
+                      else torch.ones(n, dtype=torch.bool, device=self.device))
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
-        return t[mine], noise[mine]
+        return t[mine], noise[mine], keep_label[mine]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never write weights that a non-finite loss has touched; store the config's fingerprint (see
@@ -160,9 +170,10 @@ class DiffusionModule(pl.LightningModule):
         self.val_losses = torch.full((len(self.val_t),), -1.0, device=self.device)  # −1: not evaluated
 
     def validation_step(self, batch, batch_idx):
-        images, _, index = batch
+        images, labels, index = batch
         self.val_losses[index] = self.diffusion.per_sample_loss(
-            self.net, to_model_space(images), self.val_t[index], self.val_noise[index]
+            self.net, to_model_space(images), self.val_t[index], self.val_noise[index],
+            labels if self.num_classes else None,
         )
 
     def on_validation_epoch_end(self) -> None:
@@ -177,6 +188,10 @@ class DiffusionModule(pl.LightningModule):
                 self.log(f"val/loss_t{k}", losses[bucket].mean(), sync_dist=True)
         self.last_validated_step = self.global_step
 
+    def denoiser(self, labels: torch.Tensor | None = None, guidance_scale: float = 0.0) -> Denoiser:
+        """The network as samplers see it: ε(x_t, t) for `labels`, with classifier-free guidance."""
+        return Denoiser(self.net, self.diffusion, labels, guidance_scale)
+
     def sample(
         self, noise: torch.Tensor, generator: torch.Generator | None = None, sampler: Sampler | None = None
     ) -> torch.Tensor:
@@ -185,7 +200,7 @@ class DiffusionModule(pl.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            return sampler.sample(self.net, noise, generator).clamp(-1, 1)
+            return sampler.sample(self.denoiser(), noise, generator).clamp(-1, 1)
         finally:
             self.train(was_training)
 

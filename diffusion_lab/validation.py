@@ -96,6 +96,10 @@ def check_step_counts(key: str, steps: Any, T: int) -> None:
 TRAIN_RULES = {
     "T": integer(1),
     "seed": integer(0),
+    "prediction": one_of("eps", "x0", "v"),
+    "loss_weighting": one_of("none", "min_snr"),
+    "module.p_uncond": number(0, 1),
+    "model.num_classes": integer(2, also=(None,)),
     "optimizer.lr": number(0, lo_open=True),
     "optimizer.weight_decay": number(0),
     "module.warmup_steps": integer(0),
@@ -140,6 +144,8 @@ COMMON_RULES = {  # sample.py and evaluate.py
     "accelerator": TRAIN_RULES["trainer.accelerator"],
 }
 SAMPLE_RULES = COMMON_RULES | {
+    "class": integer(0, also=(None,)),
+    "guidance_scale": number(0),
     "n": integer(1),
     "steps": integer(1, also=(None,)),
     "progress": BOOLEAN,
@@ -154,6 +160,8 @@ EVALUATE_RULES = COMMON_RULES | {
     "steps": Allowed(lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v),
                      "non-empty lists of integers >= 1"),
     "wandb": BOOLEAN,
+    "guidance_scales": Allowed(lambda v: isinstance(v, ListConfig) and len(v) > 0
+                               and all(_is_number(w) and w >= 0 for w in v), "non-empty lists of numbers >= 0"),
 }
 
 

@@ -250,7 +250,7 @@ def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), sa
         log.info("no test images (%s); x_0 for the forward and one-shot figures is sampled from the model", err)
         generator = torch.Generator(device).manual_seed(seed + 2)
         x0 = module.sample(torch.randn(n_seeds, *module.image_shape, generator=generator, device=device), generator)
-    return draw_all(module.net, module.diffusion, x0, out_dir if out_dir is not None else run_dir / "viz", seed,
+    return draw_all(module.denoiser(), module.diffusion, x0, out_dir if out_dir is not None else run_dir / "viz", seed,
                     steps, samplers)
 
 

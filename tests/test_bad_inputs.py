@@ -37,6 +37,8 @@ CASES = [
     ("train.py", ["callbacks.checkpoint.save_top_k=0"], ["callbacks.checkpoint.save_top_k=0", "integers >= 1 or -1"]),
     ("train.py", ["callbacks.ema.decay=1.5"], ["callbacks.ema.decay=1.5", "allowed values are numbers >= 0 and < 1"]),
     ("train.py", ["dataset.name=cifar"], ["dataset.name='cifar'", "allowed values are mnist, fashion_mnist"]),
+    ("train.py", ["prediction=epsilon"], ["prediction='epsilon'", "allowed values are eps, x0, v"]),
+    ("train.py", ["loss_weighting=snr"], ["loss_weighting='snr'", "allowed values are none, min_snr"]),
     ("train.py", ["resume=/no/such/run"], ["resume='/no/such/run'", "a run directory or a .ckpt file"]),
     # train.py: values the built objects refuse (schedule, U-Net, EMA, data), before any data is read
     ("train.py", ["T=10"], ["T=10: schedule=linear", "use T >= 21 or schedule=cosine"]),
@@ -48,6 +50,8 @@ CASES = [
     ("sample.py", [], ["ckpt: missing", "ckpt=<value>"]),
     ("sample.py", ["ckpt={run}", "n=0"], ["n=0", "allowed values are integers >= 1"]),
     ("sample.py", ["ckpt={run}", "sampler=euler"], ["sampler=euler", "allowed values are ddim, ddpm, dpm_solver"]),
+    ("sample.py", ["ckpt={run}", "class=3"], ["class=3", "this run is unconditional", "class=null"]),
+    ("sample.py", ["ckpt={run}", "guidance_scale=-1"], ["guidance_scale=-1", "allowed values are numbers >= 0"]),
     ("sample.py", ["ckpt={run}", "steps=80"], ["steps=80", "allowed values are 1..50"]),
     ("sample.py", ["ckpt={truncated}"], ["ckpt=", "cannot be read as a checkpoint", "left as it is"]),
     ("sample.py", ["ckpt={foreign}"], ["ckpt=", "cannot be read as a checkpoint"]),

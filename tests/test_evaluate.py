@@ -8,7 +8,7 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "class_entropy",
+KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
         "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second"}
 
 

@@ -30,7 +30,7 @@ class Figures(Callback):
         images = trainer.datamodule.val_images[: self.n_images]
         was_training = pl_module.training
         pl_module.eval()
-        self.saved = draw_all(pl_module.net, pl_module.diffusion, to_model_space(images).to(pl_module.device),
+        self.saved = draw_all(pl_module.denoiser(), pl_module.diffusion, to_model_space(images).to(pl_module.device),
                               self.dirpath, self.seed, self.steps, self.samplers)
         pl_module.train(was_training)
         for path in self.saved:

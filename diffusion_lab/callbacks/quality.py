@@ -65,7 +65,7 @@ class SampleQuality(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            return measure(pl_module.net, self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
+            return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
                            trainer.world_size, pl_module.all_gather)
         finally:

@@ -4,6 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lab.diffusion import parameterization
+from diffusion_lab.errors import ConfigError
+
 
 def extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """values[t] reshaped to broadcast over a batch of `ndim`-dimensional tensors."""
@@ -11,15 +14,22 @@ def extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 class GaussianDiffusion(nn.Module):
-    """Forward process q(x_t | x_0), posterior q(x_{t-1} | x_t, x_0) and the ε-prediction loss.
+    """Forward process q(x_t | x_0), posterior q(x_{t-1} | x_t, x_0) and the training loss.
 
     Timesteps are 0-based: t = 0 is the first noising step, t = T-1 the last; β_t is `betas[t]`.
     The schedule is computed in float64 and stored as float32 buffers (not saved in checkpoints:
-    they follow from the config).
+    they follow from the config). `prediction` is what the network outputs (ε, x_0 or v; see
+    `parameterization`), `loss_weighting` "none" (L_simple on that target) or "min_snr" (Min-SNR-γ).
     """
 
-    def __init__(self, betas: torch.Tensor):
+    def __init__(self, betas: torch.Tensor, prediction: str = "eps", loss_weighting: str = "none",
+                 min_snr_gamma: float = 5.0):
         super().__init__()
+        parameterization.check_prediction(prediction)
+        if loss_weighting not in parameterization.LOSS_WEIGHTINGS:
+            raise ConfigError(f"loss_weighting={loss_weighting!r}: allowed values are "
+                              f"{', '.join(parameterization.LOSS_WEIGHTINGS)}")
+        self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
         betas = torch.as_tensor(betas, dtype=torch.float64)
         self.num_timesteps = len(betas)
         alphas = 1 - betas
@@ -73,12 +83,25 @@ class GaussianDiffusion(nn.Module):
         """t ~ Uniform{0, …, T−1}."""
         return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
 
-    def per_sample_loss(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """‖ε − ε_θ(x_t, t)‖² averaged over pixels, one value per sample (Ho et al. eq. 14, L_simple)."""
-        eps_pred = model(self.q_sample(x0, t, noise), t)
-        return F.mse_loss(eps_pred, noise, reduction="none").flatten(1).mean(1)
+    def eps_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε implied by the network's output at (x_t, t), whatever it predicts."""
+        return parameterization.eps_from(self.prediction, output, xt, extract(self.alphas_cumprod, t, xt.ndim))
+
+    def per_sample_loss(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                        labels: torch.Tensor | None = None) -> torch.Tensor:
+        """‖target − f_θ(x_t, t)‖² averaged over pixels, one value per sample, the target being ε (Ho et al.
+        eq. 14, L_simple), x_0 or v, times the Min-SNR-γ weight if chosen. `labels` go to a class-conditional
+        network."""
+        xt = self.q_sample(x0, t, noise)
+        output = model(xt, t) if labels is None else model(xt, t, labels)
+        alpha_bar = extract(self.alphas_cumprod, t, x0.ndim)
+        goal = parameterization.target(self.prediction, x0, noise, alpha_bar)
+        loss = F.mse_loss(output, goal, reduction="none").flatten(1).mean(1)
+        if self.loss_weighting == "min_snr":
+            loss = loss * parameterization.min_snr_weight(self.prediction, alpha_bar, self.min_snr_gamma).flatten()
+        return loss
 
     def training_loss(self, model: nn.Module, x0: torch.Tensor) -> torch.Tensor:
-        """L_simple with t uniform and fresh Gaussian noise."""
+        """The loss with t uniform and fresh Gaussian noise."""
         t = self.sample_timesteps(x0.shape[0], x0.device)
         return self.per_sample_loss(model, x0, t, torch.randn_like(x0)).mean()

@@ -59,8 +59,9 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε_θ(x_t, t): `channels`·mult features per level, `num_res_blocks` blocks per level, attention at
-    the feature-map sizes listed in `attention_resolutions`, skip connections from every down block."""
+    """ε_θ(x_t, t) (or x_0, v): `channels`·mult features per level, `num_res_blocks` blocks per level, attention
+    at the feature-map sizes listed in `attention_resolutions`, skip connections from every down block; with
+    `num_classes`, conditioned on a class label (or on none: label `num_classes`)."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (7,),
         dropout: float = 0.0,
         norm_groups: int = 8,
+        num_classes: int | None = None,
     ):
         super().__init__()
         factor = 2 ** (len(channel_mults) - 1)
@@ -95,6 +97,9 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             SinusoidalEmbedding(channels), nn.Linear(channels, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
         )
+        # Class-conditional: a label embedding added to the time embedding; index num_classes is "no class".
+        self.num_classes = num_classes
+        self.label_embed = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         self.down, skip_widths, width, size = nn.ModuleList(), [channels], channels, image_size
@@ -125,8 +130,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.time_embed(t)
+        if self.label_embed is not None:
+            temb = temb + self.label_embed(labels if labels is not None else torch.full_like(t, self.num_classes))
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional U-Net (model.num_classes is null)")
         h = self.stem(x)
         skips = [h]
         for layer in self.down:

@@ -1,0 +1,49 @@
+"""The network as every sampler sees it: ε_θ(x_t, t), whatever the network predicts, with classifier-free
+guidance for a class-conditional network."""
+
+import torch
+from torch import nn
+
+from diffusion_lab.diffusion.gaussian import GaussianDiffusion
+from diffusion_lab.errors import ConfigError
+
+
+class Denoiser(nn.Module):
+    """ε(x_t, t) from `net`'s output (ε, x_0 or v, converted by `diffusion`).
+
+    With `labels` (one class per image) a class-conditional net is asked for those classes; with
+    `guidance_scale` w > 0 also for none (the null class it learned through label dropout), and the two are
+    combined as (1 + w)·f(x_t, y) − w·f(x_t, ∅) (Ho & Salimans 2022). The conversion to ε is affine in the
+    output, so combining outputs is combining ε. w = 0 is plain conditional sampling; without labels a
+    conditional net is asked for the null class.
+    """
+
+    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, labels: torch.Tensor | None = None,
+                 guidance_scale: float = 0.0):
+        super().__init__()
+        num_classes = getattr(net, "num_classes", None)
+        if (labels is not None or guidance_scale != 0) and not num_classes:
+            raise ConfigError(f"guidance_scale={guidance_scale}, class: need a class-conditional model "
+                              "(trained with model.num_classes=10)")
+        if guidance_scale < 0:
+            raise ConfigError(f"guidance_scale={guidance_scale}: allowed values are numbers >= 0")
+        self.net, self.diffusion, self.labels, self.guidance_scale = net, diffusion, labels, guidance_scale
+
+    def for_labels(self, labels: torch.Tensor | None) -> "Denoiser":
+        """The same denoiser for another batch's classes."""
+        return Denoiser(self.net, self.diffusion, labels, self.guidance_scale)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w, labels = self.guidance_scale, self.labels
+        if labels is None and w:
+            raise ValueError("classifier-free guidance needs the classes: use for_labels(labels)")
+        if labels is None:
+            output = self.net(x, t)
+        elif w == 0:
+            output = self.net(x, t, labels)
+        else:  # one network call for both halves
+            null = torch.full_like(labels, self.net.num_classes)
+            conditional, unconditional = self.net(torch.cat([x, x]), torch.cat([t, t]),
+                                                  torch.cat([labels, null])).chunk(2)
+            output = (1 + w) * conditional - w * unconditional
+        return self.diffusion.eps_from_output(output, x, t)
