@@ -7,7 +7,7 @@
 set -euo pipefail
 here=experiments/step_study
 runs=$here/runs
-N=${N:-100}  # generated images per sampler × step count (the same seeds for each)
+N=${N:-50}  # generated images per sampler × step count (the same seeds for each); 10000 on a GPU
 # On a CPU: the tiny U-Net for 1,200 optimizer steps of 64 images per model (about 6 minutes each on 2 cores).
 BUDGET=${BUDGET:-"model=unet_tiny trainer=cpu dataset.batch_size=64 optimizer.lr=1e-3 module.warmup_steps=200
   trainer.max_steps=1200 sampling.n_images=16 ~callbacks.quality ~callbacks.figures logger=csv"}
@@ -29,10 +29,10 @@ job "4-mnist,cosine,T=200" mnist cosine T=200
 # (the CPU run of RESULTS.md left them out: they would have doubled its evaluation time).
 for run in "$runs"/*/; do
   T=$(python -c "from omegaconf import OmegaConf; print(OmegaConf.load('$run/.hydra/config.yaml').T)")
-  python evaluate.py ckpt="$run" samplers=[ddpm,ddim,dpm_solver] steps=[50,100,200] n="$N" batch_size=100 wandb=false
+  python evaluate.py ckpt="'$run'" samplers=[ddpm,ddim,dpm_solver] steps=[50,100,200] n="$N" batch_size=50 wandb=false
   if [ "$T" != 200 ]; then
     samplers=$([ "${FULL_T_ALL:-0}" = 1 ] && echo "[ddpm,ddim,dpm_solver]" || echo "[ddpm]")
-    python evaluate.py ckpt="$run" samplers="$samplers" steps="[$T]" n="$N" batch_size=100 wandb=false
+    python evaluate.py ckpt="'$run'" samplers="$samplers" steps="[$T]" n="$N" batch_size=50 wandb=false
   fi
 done
 
