@@ -52,7 +52,7 @@ def fid_figure(runs):
             points = sorted((steps, q["fid"]) for (s, steps), q in run.quality.items() if s == sampler)
             if points:
                 ax.plot(*zip(*points), marker="o", label=sampler)
-        ax.set(xscale="log", xlabel="sampling steps", title=model_name(run))
+        ax.set(xscale="log", yscale="log", xlabel="sampling steps", title=model_name(run))
     axes[0].set(ylabel="FID (feature space of the data set's classifier)")
     axes[0].legend()
     return fig
