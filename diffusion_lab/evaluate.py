@@ -13,13 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import load_split
+from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
-from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.sample import generate
 from diffusion_lab.sampling import Sampler
+from diffusion_lab.validation import SAMPLERS
 from diffusion_lab.viz import figure, save
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,8 @@ COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recal
 
 def sampler_factory(name: str):
     """The partial sampler that conf/sampler/<name>.yaml builds."""
-    allowed = sorted(p.stem for p in SAMPLER_DIR.glob("*.yaml"))
-    if name not in allowed:
-        raise ConfigError(f"samplers: {name!r} is not a sampler; allowed values are {', '.join(allowed)}")
+    if name not in SAMPLERS:
+        raise ConfigError(f"samplers: {name!r} is not a sampler; allowed values are {', '.join(SAMPLERS)}")
     return instantiate(OmegaConf.load(SAMPLER_DIR / f"{name}.yaml"))
 
 
@@ -120,9 +120,8 @@ def log_to_wandb(run, results: list[dict], prefix: str = "eval") -> None:
 
 def evaluate_run(cfg: DictConfig) -> Path | None:
     """Sample `cfg.n` images per sampler × step count from the same seeds, measure them against the test set,
-    and write eval.json and the plots into a new `<run>/eval/` folder; returns it (on rank 0)."""
-    if cfg.n < 2 or cfg.real_n < 2:
-        raise ConfigError(f"n={cfg.n}, real_n={cfg.real_n}: both must be >= 2")
+    and write eval.json and the plots into a new `<run>/eval/` folder; returns it (on rank 0). `cfg` is checked by
+    `validation.check_evaluate_config`."""
     factories = {name: sampler_factory(name) for name in cfg.samplers}
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
                     strategy="ddp" if cfg.devices not in (1, "1") else "auto")

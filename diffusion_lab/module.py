@@ -92,8 +92,8 @@ class DiffusionModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x0 = to_model_space(batch[0])
         t, noise, keep_label = self.training_noise(len(x0), batch_idx)
-        labels = None
-        if self.num_classes:  # label dropout: the null class for a share p_uncond, for classifier-free guidance
+        labels = None  # label dropout: the null class for a share p_uncond, for classifier-free guidance
+        if keep_label is not None:
             labels = torch.where(keep_label, batch[1], torch.full_like(batch[1], self.num_classes))
         loss = self.diffusion.per_sample_loss(self.net, x0, t, noise, labels).mean()
         on_host = self.device.type in self.host_devices
@@ -130,9 +130,9 @@ class DiffusionModule(pl.LightningModule):
         if step >= 0:
             self.stop_non_finite(step)
 
-    def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """t ~ Uniform{0..T−1}, ε ~ N(0, I) and, for a class-conditional net, which labels to keep (each with
-        probability 1 − p_uncond) for this process's share of the global batch.
+        probability 1 − p_uncond; None otherwise) for this process's share of the global batch.
 
         They are drawn for the whole global batch from a stream fixed by (seed, epoch, batch), and each rank
         keeps the rows of its share of the data (`IndexBatches`): training under N processes is the training
@@ -144,9 +144,10 @@ class DiffusionModule(pl.LightningModule):
         n = batch_size * world_size
         t = self.diffusion.sample_timesteps(n, self.device, generator)
         noise = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
-        keep_label = (torch.rand(n, generator=generator, device=self.device) >= self.p_uncond if self.num_classes
-                      else torch.ones(n, dtype=torch.bool, device=self.device))
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        if not self.num_classes:
+            return t[mine], noise[mine], None
+        keep_label = torch.rand(n, generator=generator, device=self.device) >= self.p_uncond
         return t[mine], noise[mine], keep_label[mine]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-
 from diffusion_lab.checkpoints import find_checkpoint, read_checkpoint
 
 

@@ -61,9 +61,8 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path) -> 
 
 
 def sample_run(cfg: DictConfig) -> Path | None:
-    """Sample `cfg.n` images from the run at `cfg.ckpt`; returns the output folder (on rank 0)."""
-    if cfg.n < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"n={cfg.n}, batch_size={cfg.batch_size}: both must be >= 1")
+    """Sample `cfg.n` images from the run at `cfg.ckpt` (checked by `validation.check_sample_config`); returns the
+    output folder (on rank 0)."""
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
                     strategy="ddp" if cfg.devices not in (1, "1") else "auto")
     fabric.launch()

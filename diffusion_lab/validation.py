@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from diffusion_lab.config import CONFIG_DIR
 from diffusion_lab.errors import ConfigError
 
 MISSING = object()
@@ -151,7 +152,7 @@ SAMPLE_RULES = COMMON_RULES | {
     "progress": BOOLEAN,
     "sampler.eta": number(0, 1),
 }
-SAMPLERS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "sampler").glob("*.yaml"))
+SAMPLERS = sorted(p.stem for p in (Path(CONFIG_DIR) / "sampler").glob("*.yaml"))  # the options of conf/sampler/
 EVALUATE_RULES = COMMON_RULES | {
     "samplers": Allowed(lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(s in SAMPLERS for s in v),
                         f"non-empty lists of {', '.join(SAMPLERS)}"),
