@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from diffusion_lab.checkpoints import override_key
 from diffusion_lab.config import CONFIG_GROUPS, short_override
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.runs import fresh_file, write_atomic
@@ -68,7 +69,7 @@ def read_choices(run_dir: Path) -> dict[str, str]:
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in CHOICE_GROUPS if hydra_cfg.runtime.choices.get(g)}
     choices["T"] = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("T"))
     for override in hydra_cfg.overrides.task:
-        key = override.partition("=")[0].lstrip("+~")
+        key = override_key(override)
         if key not in CONFIG_GROUPS and key != "T":
             name, _, value = short_override(override).partition("=")
             choices[name] = value or "removed"

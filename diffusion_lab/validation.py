@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from diffusion_lab.checkpoints import find_checkpoint
 from diffusion_lab.config import CONFIG_DIR
 from diffusion_lab.errors import ConfigError
 
@@ -190,7 +191,5 @@ def check_evaluate_config(cfg: DictConfig) -> None:
 
 
 def check_path(key: str, value: Any) -> None:
-    """`value` names an existing run directory or checkpoint file."""
-    if not isinstance(value, str) or not Path(value).exists():
-        raise ConfigError(f"{key}={_show(value)}: no such file or directory; allowed values are a run directory "
-                          "or a .ckpt file")
+    """`value` names a checkpoint file or a run directory that holds one (see checkpoints.find_checkpoint)."""
+    find_checkpoint(str(value), key=key)
