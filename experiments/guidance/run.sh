@@ -11,7 +11,7 @@ runs=$here/runs
 N=${N:-500}  # generated images per sampler × guidance scale (class i % 10 for image i, the same seeds for each)
 stage=${1:-all}
 
-# name, then overrides; experiment=guidance is unet_tiny, 3,000 optimizer steps of 64 images, p_uncond = 0.1
+# name, then overrides; experiment=guidance is unet_tiny, 5,000 optimizer steps of 64 images, p_uncond = 0.1
 MODELS=("eps prediction=eps loss_weighting=none" "v-min_snr prediction=v loss_weighting=min_snr")
 
 if [[ $stage == all || $stage == train ]]; then
