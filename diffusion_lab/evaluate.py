@@ -15,7 +15,7 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import load_split
 from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.metrics import InceptionFID, QualityMetrics
+from diffusion_lab.metrics import InceptionFID, QualityMetrics, class_accuracy
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
 from diffusion_lab.sample import generate
@@ -44,7 +44,7 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
     processes, rank r draws ceil(n / world_size) images from its own noise stream (seed, r); the features are
     gathered rank by rank and exactly the first n are scored, on every rank, so no image is counted twice.
     With `by_class` (a class-conditional run), image i is asked for class i % C, with the denoiser's guidance,
-    and the result adds the share the data set's classifier assigns to the class asked for."""
+    and the result adds how often the data set's classifier assigns the class asked for, overall and per class."""
     per_rank = math.ceil(n / world_size)
     classes = torch.arange(per_rank * world_size) % denoiser.net.num_classes if by_class else None
     start = time.perf_counter()
@@ -57,9 +57,8 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
     result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features[:n], probabilities[:n]),
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 2)}
     if by_class:
-        asked = classes[:n].to(probabilities.device)
         result |= {"guidance_scale": denoiser.guidance_scale,
-                   "class_accuracy": (probabilities[:n].argmax(1) == asked).double().mean().item()}
+                   **class_accuracy(probabilities[:n], classes[:n].to(probabilities.device))}
     if inception is not None:
         gathered = all_gather(images).reshape(-1, *image_shape) if world_size > 1 else images
         result["inception_fid"] = inception(gathered[:n])

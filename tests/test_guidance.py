@@ -136,4 +136,7 @@ def test_a_conditional_v_prediction_run_samples_each_class_and_scores_guidance(t
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     rows = json.loads((run / "eval" / "eval.json").read_text())["results"]
     assert [r["guidance_scale"] for r in rows] == [0, 2] and all(0 <= r["class_accuracy"] <= 1 for r in rows)
+    for r in rows:  # 20 images, asked for classes 0..9 twice each: every class has a share in {0, ½, 1}
+        assert [2 * a for a in r["class_accuracy_per_class"]] == [round(2 * a) for a in r["class_accuracy_per_class"]]
+        assert sum(r["class_accuracy_per_class"]) / 10 == pytest.approx(r["class_accuracy"])
     assert (run / "eval" / "class_accuracy_vs_guidance.png").exists()

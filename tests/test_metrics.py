@@ -11,7 +11,8 @@ from conftest import REAL_DATA
 from diffusion_lab.data import load_split
 from diffusion_lab.metrics import feature_net as fn
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics, class_coverage, coverage, precision_recall
+from diffusion_lab.metrics.quality import (InceptionFID, QualityMetrics, class_accuracy, class_coverage, coverage,
+                                           precision_recall)
 
 
 class Identity(nn.Module):
@@ -77,6 +78,14 @@ def test_class_coverage_of_uniform_and_collapsed_predictions():
     result = class_coverage(collapsed)
     assert result["class_entropy"] == 0.0 and result["classes_below_half"] == pytest.approx(0.9)
     assert result["confidence"] == pytest.approx(0.55)
+
+
+def test_class_accuracy_counts_agreement_overall_and_per_class_asked():
+    predicted = torch.tensor([0, 0, 1, 2, 2, 2])  # the classifier's top class for each sample
+    asked = torch.tensor([0, 1, 1, 2, 2, 0])
+    result = class_accuracy(torch.eye(4)[predicted], asked)  # 4 classes, class 3 never asked
+    assert result["class_accuracy"] == pytest.approx(4 / 6)
+    assert result["class_accuracy_per_class"] == [pytest.approx(1 / 2), pytest.approx(1 / 2), 1.0, None]
 
 
 def test_quality_metrics_report_everything_and_kid_is_near_zero_for_one_distribution():

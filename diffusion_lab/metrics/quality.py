@@ -67,6 +67,14 @@ def class_coverage(probabilities: torch.Tensor) -> dict[str, float]:
     }
 
 
+def class_accuracy(probabilities: torch.Tensor, asked: torch.Tensor) -> dict:
+    """How often the classifier's most probable class is the class each sample was asked for: over all samples
+    (`class_accuracy`) and per class asked (`class_accuracy_per_class`, index c; None for a class never asked)."""
+    hits = (probabilities.argmax(1) == asked).double()
+    per_class = [hits[asked == c].mean().item() if (asked == c).any() else None for c in range(probabilities.shape[1])]
+    return {"class_accuracy": hits.mean().item(), "class_accuracy_per_class": per_class}
+
+
 class _Given(nn.Module):
     """An identity "feature extractor": torchmetrics' FID and KID then take features computed once elsewhere."""
 
