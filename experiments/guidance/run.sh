@@ -36,5 +36,5 @@ if [[ $stage == all || $stage == evaluate ]]; then
 fi
 
 if [[ $stage == all || $stage == summarize ]]; then
-  python $here/summarize.py $runs $here  # tables.md, guidance.png, per_class.png, grids.png
+  python $here/summarize.py $runs $here  # tables.md, guidance.png, per_class.png
 fi
