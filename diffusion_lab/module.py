@@ -194,14 +194,16 @@ class DiffusionModule(pl.LightningModule):
         return Denoiser(self.net, self.diffusion, labels, guidance_scale)
 
     def sample(
-        self, noise: torch.Tensor, generator: torch.Generator | None = None, sampler: Sampler | None = None
+        self, noise: torch.Tensor, generator: torch.Generator | None = None, sampler: Sampler | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Images in [-1, 1] from `noise` (x at the sampler's first timestep); full-T ancestral DDPM by default."""
+        """Images in [-1, 1] from `noise` (x at the sampler's first timestep), of class `labels` for a
+        class-conditional net (none: the null class); full-T ancestral DDPM by default."""
         sampler = sampler or DDPMSampler(self.diffusion)
         was_training = self.training
         self.eval()
         try:
-            return sampler.sample(self.denoiser(), noise, generator).clamp(-1, 1)
+            return sampler.sample(self.denoiser(labels), noise, generator).clamp(-1, 1)
         finally:
             self.train(was_training)
 

@@ -18,6 +18,7 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
 from diffusion_lab.sampling import Sampler
+from diffusion_lab.viz import class_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ def requested_classes(cls: int | None, num_classes: int | None, n: int) -> torch
 def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
     """The first 256 images in a square grid; for a class grid (labels i % C), one row per class."""
     if labels is not None and len(labels.unique()) > 1:
-        order = torch.argsort(labels, stable=True)
-        per_class = int(torch.bincount(labels).max())
-        save_image(images[order].float() / 255, path, nrow=per_class, padding=2, pad_value=1.0)
+        rows, per_class = class_rows(images, labels, blank=255)
+        save_image(rows.float() / 255, path, nrow=per_class, padding=2, pad_value=1.0)
         return
     n = min(len(images), 256)
     save_image(images[:n].float() / 255, path, nrow=int(math.ceil(math.sqrt(n))), padding=2, pad_value=1.0)

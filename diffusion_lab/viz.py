@@ -54,9 +54,23 @@ def image_axes(rows: int, cols: int, panel: float, margin: float = 0.5):
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def show(ax, images: torch.Tensor, title: str = "", ylabel: str = "") -> None:
-    """Draw a batch (B, C, H, W) in [-1, 1] as one image (B = 1) or a near-square grid, on white padding."""
-    grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=math.ceil(math.sqrt(len(images))), padding=2, pad_value=1)
+def class_rows(images: torch.Tensor, labels: torch.Tensor, blank: float) -> tuple[torch.Tensor, int]:
+    """`images` reordered into one row per class, in class order, each row filled up to the longest with `blank`
+    images; and that row length (make_grid's nrow)."""
+    classes = labels.unique()
+    per_class = max(int((labels == c).sum()) for c in classes)
+    rows = []
+    for c in classes:
+        row = images[labels == c]
+        rows += [row, row.new_full((per_class - len(row), *row.shape[1:]), blank)]
+    return torch.cat(rows), per_class
+
+
+def show(ax, images: torch.Tensor, title: str = "", ylabel: str = "", nrow: int | None = None) -> None:
+    """Draw a batch (B, C, H, W) in [-1, 1] as one image (B = 1) or a grid, `nrow` images a row (default: near
+    square), on white padding."""
+    grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2,
+                     pad_value=1)
     ax.imshow(grid.permute(1, 2, 0).float().cpu().numpy())  # make_grid repeats one channel as RGB
     ax.set(xticks=[], yticks=[], title=title, ylabel=ylabel)
     ax.spines[:].set_visible(False)

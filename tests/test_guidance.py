@@ -118,18 +118,24 @@ def test_a_class_conditional_unet_uses_its_label_and_a_null_class():
 @pytest.mark.slow
 def test_a_conditional_v_prediction_run_samples_each_class_and_scores_guidance(tiny_data, tmp_path):
     train = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=1", "model.num_classes=10", "prediction=v",
-                    "loss_weighting=min_snr", "logger=csv", "~callbacks.quality", "~callbacks.figures",
-                    f"paths.log_dir={tmp_path}", data=tiny_data)
+                    "loss_weighting=min_snr", "logger=csv", "sampling.n_images=12", "quality.final_steps=[]",
+                    "~callbacks.figures", f"quality.feature_net.cache_dir={tmp_path}", f"paths.log_dir={tmp_path}",
+                    data=tiny_data)
     assert train.returncode == 0, train.stderr[-3000:]
     (run,) = [p.parent for p in tmp_path.glob("*/*/.hydra")]
+    final = np.asarray(Image.open(run / "samples" / "final_ddim-50.png"))
+    assert final.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)  # training's grids: 12 images in one row per class
+    with open(run / "csv" / "metrics.csv") as f:
+        assert "val/class_accuracy@5" in f.readline().split(",")
     one = run_cli("sample.py", f"ckpt={run}", "class=3", "guidance_scale=2", "steps=5", "n=4", "progress=false")
     assert one.returncode == 0, one.stderr[-3000:]
     settings = json.loads((run / "samples" / "ddim-5-n4-seed0-class3-w2" / "settings.json").read_text())
     assert settings["labels"] == [3, 3, 3, 3] and settings["guidance_scale"] == 2
-    grid = run_cli("sample.py", f"ckpt={run}", "steps=5", "n=20", "progress=false")
+    grid = run_cli("sample.py", f"ckpt={run}", "steps=5", "n=15", "progress=false")
     assert grid.returncode == 0, grid.stderr[-3000:]
-    image = np.asarray(Image.open(run / "samples" / "ddim-5-n20-seed0-classes-w0" / "grid.png"))
-    assert image.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)  # 10 rows, one per class, of 2 images
+    image = np.asarray(Image.open(run / "samples" / "ddim-5-n15-seed0-classes-w0" / "grid.png"))
+    assert image.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)  # 10 rows, one per class, of 2 images or 1 and a blank
+    assert (image[-30:, -30:] == 255).all()  # class 9's row: one image, then white
     evaluation = run_cli("evaluate.py", f"ckpt={run}", "samplers=[ddim]", "steps=[5]", "guidance_scales=[0,2]",
                          "n=20", "real_n=32", "wandb=false", "feature_net.epochs=1",
                          f"feature_net.cache_dir={tmp_path}", f"data_dir={tiny_data}")

@@ -108,7 +108,7 @@ def test_grids_are_drawn_with_the_ema_weights(tiny_data, tmp_path, monkeypatch):
     module, reference = spy_module(), ReferenceEMA(0.999)
     seen = []  # (weights at sampling time, reference EMA, raw weights)
 
-    def recording_sample(noise, generator=None, sampler=None):
+    def recording_sample(noise, generator=None, sampler=None, labels=None):
         seen.append(([p.detach().clone() for p in module.net.parameters()], reference.ema, reference.raw))
         return torch.zeros_like(noise)
 

@@ -127,6 +127,13 @@ def test_one_shot_is_predict_x0_and_iterative_from_t0_is_one_ddpm_step(setup):
     assert torch.allclose(panel(axes[2, 0]), model_space(x0_hat), atol=1e-5)
 
 
+def test_class_rows_put_each_class_on_its_own_row_filled_with_blanks():
+    images = torch.arange(7.0).reshape(7, 1, 1, 1)  # image i holds the value i
+    rows, per_class = viz.class_rows(images, torch.tensor([0, 1, 2, 0, 1, 2, 0]), blank=-1.0)
+    assert per_class == 3
+    assert rows.flatten().tolist() == [0, 3, 6, 1, 4, -1, 2, 5, -1]
+
+
 def test_steps_comparison_rejects_bad_choices(setup):
     net, diffusion, x0 = setup
     with pytest.raises(ConfigError, match="allowed values are ddpm, ddim, dpm_solver"):

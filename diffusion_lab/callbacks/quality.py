@@ -19,7 +19,9 @@ class SampleQuality(Callback):
     """Every `every_n_epochs` validations, and at the last one, samples `n` images with `sampler` at `steps`
     steps from the EMA weights and logs `val/fid@<steps>` (with `val/kid@…`, `val/precision@…`,
     `val/recall@…`), so sweeps and checkpoints can select on quality. When training ends, measures `final_n`
-    images at each of `final_steps` (none: skipped); the results go into summary.json and W&B.
+    images at each of `final_steps` (none: skipped); the results go into summary.json and W&B. A class-conditional
+    model is asked for class i % C for image i (no guidance), as evaluate.py does, and `val/class_accuracy@…`
+    is logged too.
 
     Quality is measured in the feature space of a classifier trained on the data set (see
     diffusion_lab.metrics), built and cached by rank 0 on first use. Each rank samples its share from its own
@@ -67,7 +69,7 @@ class SampleQuality(Callback):
         try:
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
-                           trainer.world_size, pl_module.all_gather)
+                           trainer.world_size, pl_module.all_gather, by_class=bool(pl_module.num_classes))
         finally:
             pl_module.train(was_training)
 
@@ -81,8 +83,9 @@ class SampleQuality(Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.latest is not None:
-            for key in ("fid", "kid_mean", "precision", "recall"):
-                pl_module.log(f"val/{key.removesuffix('_mean')}@{self.steps}", self.latest[key])
+            for key in ("fid", "kid_mean", "precision", "recall", "class_accuracy"):
+                if key in self.latest:
+                    pl_module.log(f"val/{key.removesuffix('_mean')}@{self.steps}", self.latest[key])
             self.latest = None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -14,14 +14,15 @@ from diffusion_lab.callbacks.images import log_image, require_after_ema
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.sampling import DDPMSampler, Sampler
-from diffusion_lab.viz import image_axes, save, show
+from diffusion_lab.viz import class_rows, image_axes, save, show
 
 
 class SampleGrid(Callback):
     """Every `every_n_epochs` validations and once when training ends, samples `n_images` images from the
     same noise with full-T ancestral DDPM and with `sampler` at each of `steps`, and saves
     `<dirpath>/<when>_<sampler>-<steps>.png` for each plus `<when>_compare.png` side by side (`when` is
-    `step<global step>` or `final`), logged to every logger that takes images.
+    `step<global step>` or `final`), logged to every logger that takes images. For a class-conditional model
+    image i is asked for class i % C (no guidance) and each grid has one row per class.
 
     It must come after the EMA callback: its hooks (validation start, train end) then run while the EMA
     weights are swapped or copied into the model. Under DDP each rank samples its share from its own noise
@@ -66,22 +67,28 @@ class SampleGrid(Callback):
         device, rank = pl_module.device, trainer.global_rank
         noise = torch.randn(per_rank, *pl_module.image_shape, device=device,
                             generator=seeded_generator(self.seed, rank, 0, device=device))
+        classes = (torch.arange(per_rank * trainer.world_size, device=device) % pl_module.num_classes
+                   if pl_module.num_classes else None)
+        mine = classes[rank * per_rank:][:per_rank] if classes is not None else None
         samples = {}
         for sampler in self.samplers(pl_module):  # every sampler gets the same noise, and the same z stream
             generator = seeded_generator(self.seed, rank, 1, device=device)
-            images = pl_module.all_gather(pl_module.sample(noise, generator, sampler))
-            samples[f"{sampler.name}-{sampler.num_steps}"] = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
+            images = pl_module.all_gather(pl_module.sample(noise, generator, sampler, mine))
+            images = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
+            samples[f"{sampler.name}-{sampler.num_steps}"] = (
+                class_rows(images, classes[: self.n_images], blank=1.0) if classes is not None
+                else (images, math.ceil(math.sqrt(self.n_images))))
         if not trainer.is_global_zero:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        for label, images in samples.items():
-            grid = make_grid((images + 1) / 2, nrow=math.ceil(math.sqrt(self.n_images)), padding=2, pad_value=1.0)
+        for label, (images, nrow) in samples.items():
+            grid = make_grid((images + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
             save_image(grid, self.dirpath / f"{when}_{label}.png")
             self.saved.append(self.dirpath / f"{when}_{label}.png")
             log_image(trainer, f"samples/{label}", self.saved[-1], grid)
         if len(samples) > 1:
             fig, axes = image_axes(1, len(samples), panel=3.0)
-            for ax, (label, images) in zip(axes[0], samples.items()):
-                show(ax, images.cpu(), title=label)
+            for ax, (label, (images, nrow)) in zip(axes[0], samples.items()):
+                show(ax, images.cpu(), title=label, nrow=nrow)
             self.saved.append(save(fig, self.dirpath / f"{when}_compare.png"))
             log_image(trainer, "samples/compare", self.saved[-1])
