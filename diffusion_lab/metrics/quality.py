@@ -132,7 +132,9 @@ class QualityMetrics:
         self.kid.subset_size = min(self.kid_subset_size, len(features), len(self.real_features))
         self.fid.update(features, real=False)
         self.kid.update(features, real=False)
-        kid_mean, kid_std = self.kid.compute()
+        with torch.random.fork_rng(devices=[]):  # KID's random subsets: the same for the same features
+            torch.manual_seed(0)
+            kid_mean, kid_std = self.kid.compute()
         precision, recall = precision_recall(self.real_features, features, self.k)
         return {
             "fid": self.fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item(),
