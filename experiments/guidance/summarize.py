@@ -63,13 +63,15 @@ def per_class_table(run: dict, sampler: str) -> list[str]:
 def guidance_figure(runs: list[dict]):
     fig = figure(10, 3.6)
     axes = fig.subplots(1, 2)
-    for run in runs:
+    colours = {}  # one colour per sampler, one line style per model
+    for run, style in zip(runs, ("-", "--", ":", "-.")):
         for sampler in samplers(run):
             rows = rows_of(run, sampler)
             ws = [r["guidance_scale"] for r in rows]
-            label = f"{run['name']}, {sampler}-{rows[0]['steps']}"
-            axes[0].plot(ws, [r["fid"] for r in rows], marker="o", label=label)
-            axes[1].plot(ws, [r["class_accuracy"] for r in rows], marker="o", label=label)
+            line = {"marker": "o", "ls": style, "color": colours.setdefault(sampler, f"C{len(colours)}"),
+                    "label": f"{run['name']}, {sampler}-{rows[0]['steps']}"}
+            axes[0].plot(ws, [r["fid"] for r in rows], **line)
+            axes[1].plot(ws, [r["class_accuracy"] for r in rows], **line)
     axes[0].set(xlabel="guidance scale w", ylabel="FID (feature space of the MNIST classifier)", yscale="log")
     axes[1].set(xlabel="guidance scale w", ylabel="share classified as the class asked for", ylim=(0, 1))
     axes[1].legend(fontsize=7)
