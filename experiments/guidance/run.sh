@@ -22,6 +22,7 @@ if [[ $stage == all || $stage == train ]]; then
 fi
 
 if [[ $stage == all || $stage == evaluate ]]; then
+  python $here/references.py $here/references.json $N  # N real images scored the same way: the floor of FID at N
   for spec in "${MODELS[@]}"; do
     read -r name _ <<<"$spec"
     python evaluate.py ckpt=$runs/$name samplers=[ddpm,ddim] steps=[50] guidance_scales=[0,0.5,1,2,4] n=$N \

@@ -5,7 +5,8 @@
 Writes tables.md (training; per model, each sampler's FID, precision, recall, coverage, class accuracy and
 seconds per 1,000 images against the guidance scale w, then the accuracy for each class asked for),
 guidance.png (FID and class accuracy against w) and per_class.png (the accuracy of each digit against w).
-Each run's newest evaluation (eval/, eval-1/, …) is read.
+Each run's newest evaluation (eval/, eval-1/, …) is read, and <out dir>/references.json (references.py) for
+the real images' row and reference lines.
 """
 
 import json
@@ -41,9 +42,11 @@ def training_table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def quality_table(run: dict) -> list[str]:
+def quality_table(run: dict, real: dict) -> list[str]:
     lines = ["| sampler | w | FID | precision | recall | coverage | class accuracy | s / 1,000 images |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| real images, n = {real['n']} | | {real['fid']:.2f} | {real['precision']:.3f} | {real['recall']:.3f} | "
+             f"{real['coverage']:.3f} | {real['classifier_test_accuracy']:.3f} (test set) | |"]
     for sampler in samplers(run):
         for r in rows_of(run, sampler):
             lines.append(f"| {sampler}-{r['steps']} | {r['guidance_scale']:g} | {r['fid']:.2f} | {r['precision']:.3f} | "
@@ -60,9 +63,11 @@ def per_class_table(run: dict, sampler: str) -> list[str]:
     return lines
 
 
-def guidance_figure(runs: list[dict]):
+def guidance_figure(runs: list[dict], real: dict):
     fig = figure(10, 3.6)
     axes = fig.subplots(1, 2)
+    axes[0].axhline(real["fid"], color="gray", lw=1, ls="--", label=f"real images, n = {real['n']}")
+    axes[1].axhline(real["classifier_test_accuracy"], color="gray", lw=1, ls="--", label="classifier, test set")
     colours = {}  # one colour per sampler, one line style per model
     for run, style in zip(runs, ("-", "--", ":", "-.")):
         for sampler in samplers(run):
@@ -74,6 +79,7 @@ def guidance_figure(runs: list[dict]):
             axes[1].plot(ws, [r["class_accuracy"] for r in rows], **line)
     axes[0].set(xlabel="guidance scale w", ylabel="FID (feature space of the MNIST classifier)", yscale="log")
     axes[1].set(xlabel="guidance scale w", ylabel="share classified as the class asked for", ylim=(0, 1))
+    axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     return fig
 
@@ -94,13 +100,14 @@ def per_class_figure(runs: list[dict]):
 def main(runs_dir: str, out_dir: str) -> None:
     out = Path(out_dir)
     runs = [read_run(p.parent) for p in sorted(Path(runs_dir).glob("*/summary.json"))]
+    real = json.loads((out / "references.json").read_text())
     lines = ["## Training", "", *training_table(runs), ""]
     for run in runs:
-        lines += [f"## {run['name']}: quality against the guidance scale", "", *quality_table(run), ""]
+        lines += [f"## {run['name']}: quality against the guidance scale", "", *quality_table(run, real), ""]
         for sampler in samplers(run):
             lines += [f"### {run['name']}, {sampler}: accuracy per class asked for", "", *per_class_table(run, sampler), ""]
     (out / "tables.md").write_text("\n".join(lines))
-    save(guidance_figure(runs), out / "guidance.png")
+    save(guidance_figure(runs, real), out / "guidance.png")
     save(per_class_figure(runs), out / "per_class.png")
     print("\n".join(lines))
 
