@@ -69,6 +69,20 @@ def test_train_writes_a_complete_run_directory(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_stopped_mid_epoch_measures_quality_at_its_final_weights(tiny_data, tmp_path):
+    """max_steps (or max_time) can end training inside an epoch: train.py then validates the final weights, and
+    that validation measures val/fid too, so summary.json and what train.py returns to a sweeper have it."""
+    result = run_cli("train.py", *TINY_TRAIN, "trainer.max_steps=6", "quality.final_steps=[]", "~callbacks.figures",
+                     "logger=csv", f"paths.log_dir={tmp_path}", data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    measured = [(int(r["step"]), r["val/fid@5"] != "") for r in read_metrics(run) if r["val/loss"]]
+    assert measured == [(3, False), (6, True)]  # epoch 0 (not due: every 5 epochs), then the final weights
+    assert set(json.loads((run / "summary.json").read_text())["val_metrics"]) == {"fid@5", "kid@5", "precision@5",
+                                                                                 "recall@5"}
+
+
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_write_one_checkpoint(tiny_data, tmp_path):
     result = run_cli("train.py", *TINY_TRAIN, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                      "trainer.max_epochs=1", "logger=csv", "quality.final_n=7", f"paths.log_dir={tmp_path}", data=tiny_data)

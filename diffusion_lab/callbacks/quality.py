@@ -16,7 +16,8 @@ from diffusion_lab.sampling import Sampler
 
 
 class SampleQuality(Callback):
-    """Every `every_n_epochs` validations, and at the last one, samples `n` images with `sampler` at `steps`
+    """Every `every_n_epochs` validations, and at the last one (the last of fit, or the `trainer.validate` that
+    train.py runs after fit stopped mid-epoch), samples `n` images with `sampler` at `steps`
     steps from the EMA weights and logs `val/fid@<steps>` (with `val/kid@…`, `val/precision@…`,
     `val/recall@…`), so sweeps and checkpoints can select on quality. When training ends, measures `final_n`
     images at each of `final_steps` (none: skipped); the results go into summary.json and W&B. A class-conditional
@@ -74,12 +75,15 @@ class SampleQuality(Callback):
             pl_module.train(was_training)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if trainer.sanity_checking or self.metrics is None:  # set up by a fit
             return
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or last_step:
-            self.latest = self.measure(trainer, pl_module, self.steps, self.n)  # the EMA weights are swapped in
+        if trainer.state.fn == TrainerFn.VALIDATING:  # after fit: the final weights where it stopped mid-epoch
+            self.latest = self.measure(trainer, pl_module, self.steps, self.n)
+        elif trainer.state.fn == TrainerFn.FITTING:
+            last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+            last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+            if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or last_step:
+                self.latest = self.measure(trainer, pl_module, self.steps, self.n)  # the EMA weights are swapped in
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.latest is not None:
