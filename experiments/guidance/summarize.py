@@ -9,6 +9,7 @@ Each run's newest evaluation (eval/, eval-1/, …) is read, and <out dir>/refere
 the real images' row and reference lines.
 """
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,10 @@ from diffusion_lab.viz import figure, save
 
 def read_run(path: Path) -> dict:
     evaluations = sorted(path.glob("eval*/eval.json"), key=lambda p: p.stat().st_mtime)
+    with open(path / "csv" / "metrics.csv") as f:
+        measured = [row for row in csv.DictReader(f) if row.get("val/fid@50")]
     return {"name": path.name, "summary": json.loads((path / "summary.json").read_text()),
+            "last_quality": measured[-1] if measured else None,  # val/fid@50 during training, its last value
             "results": json.loads(evaluations[-1].read_text())["results"]}
 
 
@@ -32,13 +36,13 @@ def rows_of(run: dict, sampler: str) -> list[dict]:
 
 def training_table(runs: list[dict]) -> list[str]:
     lines = ["| model | optimizer steps | train minutes | images/s | final train loss | final val loss | "
-             "val/fid@50 (no class) |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "last val/fid@50 (step) | its val/class_accuracy@50 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in runs:
-        s = run["summary"]
-        fid = s["val_metrics"].get("val/fid@50")
+        s, q = run["summary"], run["last_quality"] or {}
+        quality = f"{float(q['val/fid@50']):.1f} ({q['step']}) | {float(q['val/class_accuracy@50']):.3f}" if q else " | "
         lines.append(f"| {run['name']} | {s['optimizer_steps']:,} | {s['train_seconds'] / 60:.1f} | "
                      f"{s['train_images_per_second']:.0f} | {s['final_train_loss']:.4f} | {s['final_val_loss']:.4f} | "
-                     f"{'' if fid is None else f'{fid:.1f}'} |")
+                     f"{quality} |")
     return lines
 
 
