@@ -50,14 +50,14 @@ def requested_classes(cls: int | None, num_classes: int | None, n: int) -> torch
     return torch.full((n,), cls) if cls is not None else torch.arange(n) % num_classes
 
 
-def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
-    """The first 256 images in a square grid; for a class grid (labels i % C), one row per class."""
+def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path, most: int = 256) -> None:
+    """The first `most` images: one row per class for a class grid (labels i % C), else a square grid."""
+    images = images[:most]
     if labels is not None and len(labels.unique()) > 1:
-        rows, per_class = class_rows(images, labels, blank=255)
-        save_image(rows.float() / 255, path, nrow=per_class, padding=2, pad_value=1.0)
-        return
-    n = min(len(images), 256)
-    save_image(images[:n].float() / 255, path, nrow=int(math.ceil(math.sqrt(n))), padding=2, pad_value=1.0)
+        images, nrow = class_rows(images, labels[:most], blank=255)
+    else:
+        nrow = math.ceil(math.sqrt(len(images)))
+    save_image(images.float() / 255, path, nrow=nrow, padding=2, pad_value=1.0)
 
 
 def sample_run(cfg: DictConfig) -> Path | None:

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import run_cli
 from diffusion_lab.runs import fresh_dir, load_run
 from diffusion_lab.rng import seeded_generator
+from diffusion_lab.sample import save_grid
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +70,11 @@ def test_fresh_dir_counts_up_and_creates(tmp_path):
     (tmp_path / "a-1").mkdir()
     assert fresh_dir(tmp_path / "a") == tmp_path / "a-2" and (tmp_path / "a-2").is_dir()
     assert fresh_dir(tmp_path / "b") == tmp_path / "b"
+
+
+def test_grids_show_at_most_256_images_in_class_rows_or_a_square(tmp_path):
+    images = torch.zeros(300, 1, 28, 28, dtype=torch.uint8)
+    save_grid(images, torch.arange(300) % 10, tmp_path / "classes.png")  # 26 of digits 0-5 and 25 of 6-9
+    save_grid(images, None, tmp_path / "square.png")
+    assert Image.open(tmp_path / "classes.png").size == (26 * 30 + 2, 10 * 30 + 2)
+    assert Image.open(tmp_path / "square.png").size == (16 * 30 + 2, 16 * 30 + 2)
