@@ -67,6 +67,11 @@ def per_class_table(run: dict, sampler: str) -> list[str]:
     return lines
 
 
+def lowest_accuracy(runs: list[dict]) -> float:
+    """The axis floor for accuracies: a little below the lowest per-class accuracy of any setting."""
+    return max(0.0, min(min(r["class_accuracy_per_class"]) for run in runs for r in run["results"]) - 0.05)
+
+
 def guidance_figure(runs: list[dict], real: dict):
     fig = figure(10, 3.6)
     axes = fig.subplots(1, 2)
@@ -82,9 +87,10 @@ def guidance_figure(runs: list[dict], real: dict):
             axes[0].plot(ws, [r["fid"] for r in rows], **line)
             axes[1].plot(ws, [r["class_accuracy"] for r in rows], **line)
     axes[0].set(xlabel="guidance scale w", ylabel="FID (feature space of the MNIST classifier)", yscale="log")
-    axes[1].set(xlabel="guidance scale w", ylabel="share classified as the class asked for", ylim=(0, 1))
+    axes[1].set(xlabel="guidance scale w", ylabel="share classified as the class asked for",
+                ylim=(lowest_accuracy(runs), 1.01))
     axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="lower right")
     return fig
 
 
@@ -96,7 +102,8 @@ def per_class_figure(runs: list[dict]):
         for digit in range(10):
             ax.plot([r["guidance_scale"] for r in rows], [r["class_accuracy_per_class"][digit] for r in rows],
                     marker=f"${digit}$", lw=0.8)
-        ax.set(xlabel="guidance scale w", title=f"{run['name']}, {sampler}-{rows[0]['steps']}", ylim=(0, 1.02))
+        ax.set(xlabel="guidance scale w", title=f"{run['name']}, {sampler}-{rows[0]['steps']}",
+               ylim=(lowest_accuracy(runs), 1.01))
     fig.axes[0].set(ylabel="accuracy on the digit asked for")
     return fig
 
