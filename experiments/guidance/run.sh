@@ -3,12 +3,14 @@
 # MSE and one predicting v with Min-SNR-5 weighting; for each, FID and the classifier's accuracy on the requested
 # class against the guidance scale w, with respaced DDPM and DDIM at 50 steps, and class grids at w = 0 and 2.
 # From the repository root (MNIST under DIFFUSION_LAB_DATA or ./data):
-#   bash experiments/guidance/run.sh             # train, then evaluate (about an hour on a 2-core CPU)
+#   bash experiments/guidance/run.sh             # train, evaluate, summarize (45 minutes on a 2-core CPU)
 #   bash experiments/guidance/run.sh train       # or one stage: train | evaluate | summarize
+#   TRAIN="trainer=gpu model=unet_small trainer.max_steps=50000" N=10000 bash experiments/guidance/run.sh   # a GPU
 set -euo pipefail
 here=experiments/guidance
 runs=$here/runs
 N=${N:-500}  # generated images per sampler × guidance scale (class i % 10 for image i, the same seeds for each)
+TRAIN=${TRAIN:-}  # more train.py overrides for both models
 stage=${1:-all}
 
 # name, then overrides; experiment=guidance is unet_tiny, 5,000 optimizer steps of 64 images, p_uncond = 0.1
@@ -17,7 +19,7 @@ MODELS=("eps prediction=eps loss_weighting=none" "v-min_snr prediction=v loss_we
 if [[ $stage == all || $stage == train ]]; then
   for spec in "${MODELS[@]}"; do
     read -r name overrides <<<"$spec"
-    python train.py experiment=guidance $overrides ~callbacks.figures logger=csv hydra.run.dir=$runs/$name
+    python train.py experiment=guidance $overrides $TRAIN ~callbacks.figures logger=csv hydra.run.dir=$runs/$name
   done
 fi
 
