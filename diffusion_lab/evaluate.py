@@ -18,7 +18,7 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import InceptionFID, QualityMetrics, class_accuracy
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
-from diffusion_lab.sample import generate
+from diffusion_lab.sample import generate, requested_classes
 from diffusion_lab.sampling import Sampler
 from diffusion_lab.validation import SAMPLERS
 from diffusion_lab.viz import figure, save
@@ -39,24 +39,24 @@ def sampler_factory(name: str):
 def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: int, image_shape, seed: int,
             batch_size: int, device, rank: int = 0, world_size: int = 1,
             all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            inception: InceptionFID | None = None, by_class: bool = False) -> dict:
+            inception: InceptionFID | None = None) -> dict:
     """Sample n images with `sampler` and score them (with `inception` too, when given). With several
     processes, rank r draws ceil(n / world_size) images from its own noise stream (seed, r); the features are
     gathered rank by rank and exactly the first n are scored, on every rank, so no image is counted twice.
-    With `by_class` (a class-conditional run), image i is asked for class i % C, with the denoiser's guidance,
-    and the result adds how often the data set's classifier assigns the class asked for, overall and per class."""
+    For a class-conditional network, image i is asked for class i % C, with the denoiser's guidance, and the
+    result adds how often the data set's classifier assigns the class asked for, overall and per class."""
     per_rank = math.ceil(n / world_size)
-    classes = torch.arange(per_rank * world_size) % denoiser.net.num_classes if by_class else None
+    classes = requested_classes(None, getattr(denoiser.net, "num_classes", None), per_rank * world_size)
     start = time.perf_counter()
     images = generate(denoiser, sampler, per_rank, image_shape, seeded_generator(seed, rank, device=device), batch_size,
-                      device, labels=classes[rank * per_rank:][:per_rank].to(device) if by_class else None)
+                      device, labels=classes[rank * per_rank:][:per_rank].to(device) if classes is not None else None)
     features, probabilities = metrics.features(images)
     if world_size > 1:
         features, probabilities = (all_gather(x).reshape(-1, x.shape[-1]) for x in (features, probabilities))
     seconds = time.perf_counter() - start
     result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features[:n], probabilities[:n]),
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 2)}
-    if by_class:
+    if classes is not None:
         result |= {"guidance_scale": denoiser.guidance_scale,
                    **class_accuracy(probabilities[:n], classes[:n].to(probabilities.device))}
     if inception is not None:
@@ -138,8 +138,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if cfg.inception_weights:
         real, _ = load_split(run_cfg.dataset.name, data_dir, train=False, download=False)
         inception = InceptionFID(cfg.inception_weights, real[: cfg.real_n], device=fabric.device)
-    by_class = bool(module.num_classes)
-    if not by_class and list(cfg.guidance_scales) != [0.0]:
+    if not module.num_classes and list(cfg.guidance_scales) != [0.0]:
         raise ConfigError(f"guidance_scales={list(cfg.guidance_scales)}: this run is unconditional; allowed: [0.0] "
                           "(or a run trained with model.num_classes=10)")
     results = []
@@ -148,7 +147,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
             for steps in cfg.steps:
                 results.append(measure(module.denoiser(guidance_scale=w), factory(module.diffusion, steps=steps),
                                        metrics, cfg.n, module.image_shape, cfg.seed, cfg.batch_size, fabric.device,
-                                       fabric.global_rank, fabric.world_size, fabric.all_gather, inception, by_class))
+                                       fabric.global_rank, fabric.world_size, fabric.all_gather, inception))
                 log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, steps, w, results[-1]["fid"],
                          results[-1]["seconds"])
     if not fabric.is_global_zero:

@@ -18,7 +18,7 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import seeded_generator
 from diffusion_lab.runs import fresh_dir, load_run, write_json_atomic
 from diffusion_lab.sampling import Sampler
-from diffusion_lab.viz import class_rows
+from diffusion_lab.viz import grid_layout
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,7 @@ def requested_classes(cls: int | None, num_classes: int | None, n: int) -> torch
 
 def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path, most: int = 256) -> None:
     """The first `most` images: one row per class for a class grid (labels i % C), else a square grid."""
-    images = images[:most]
-    if labels is not None and len(labels.unique()) > 1:
-        images, nrow = class_rows(images, labels[:most], blank=255)
-    else:
-        nrow = math.ceil(math.sqrt(len(images)))
+    images, nrow = grid_layout(images[:most], labels[:most] if labels is not None else None, blank=255)
     save_image(images.float() / 255, path, nrow=nrow, padding=2, pad_value=1.0)
 
 

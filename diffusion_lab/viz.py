@@ -57,6 +57,7 @@ def image_axes(rows: int, cols: int, panel: float, margin: float = 0.5):
 def class_rows(images: torch.Tensor, labels: torch.Tensor, blank: float) -> tuple[torch.Tensor, int]:
     """`images` reordered into one row per class, in class order, each row filled up to the longest with `blank`
     images; and that row length (make_grid's nrow)."""
+    labels = labels.to(images.device)
     classes = labels.unique()
     per_class = max(int((labels == c).sum()) for c in classes)
     rows = []
@@ -64,6 +65,14 @@ def class_rows(images: torch.Tensor, labels: torch.Tensor, blank: float) -> tupl
         row = images[labels == c]
         rows += [row, row.new_full((per_class - len(row), *row.shape[1:]), blank)]
     return torch.cat(rows), per_class
+
+
+def grid_layout(images: torch.Tensor, labels: torch.Tensor | None, blank: float) -> tuple[torch.Tensor, int]:
+    """`images` in grid order and the grid's row length: one row per class (`class_rows`) when `labels` name
+    more than one class, else a near-square grid."""
+    if labels is not None and len(labels.unique()) > 1:
+        return class_rows(images, labels, blank)
+    return images, math.ceil(math.sqrt(len(images)))
 
 
 def show(ax, images: torch.Tensor, title: str = "", ylabel: str = "", nrow: int | None = None) -> None:

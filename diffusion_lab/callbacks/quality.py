@@ -70,7 +70,7 @@ class SampleQuality(Callback):
         try:
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
-                           trainer.world_size, pl_module.all_gather, by_class=bool(pl_module.num_classes))
+                           trainer.world_size, pl_module.all_gather)
         finally:
             pl_module.train(was_training)
 

@@ -13,8 +13,9 @@ from torchvision.utils import make_grid, save_image
 from diffusion_lab.callbacks.images import log_image, require_after_ema
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import seeded_generator
+from diffusion_lab.sample import requested_classes
 from diffusion_lab.sampling import DDPMSampler, Sampler
-from diffusion_lab.viz import class_rows, image_axes, save, show
+from diffusion_lab.viz import grid_layout, image_axes, save, show
 
 
 class SampleGrid(Callback):
@@ -67,17 +68,15 @@ class SampleGrid(Callback):
         device, rank = pl_module.device, trainer.global_rank
         noise = torch.randn(per_rank, *pl_module.image_shape, device=device,
                             generator=seeded_generator(self.seed, rank, 0, device=device))
-        classes = (torch.arange(per_rank * trainer.world_size, device=device) % pl_module.num_classes
-                   if pl_module.num_classes else None)
-        mine = classes[rank * per_rank:][:per_rank] if classes is not None else None
+        classes = requested_classes(None, pl_module.num_classes, per_rank * trainer.world_size)
+        mine = classes[rank * per_rank:][:per_rank].to(device) if classes is not None else None
         samples = {}
         for sampler in self.samplers(pl_module):  # every sampler gets the same noise, and the same z stream
             generator = seeded_generator(self.seed, rank, 1, device=device)
             images = pl_module.all_gather(pl_module.sample(noise, generator, sampler, mine))
             images = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
-            samples[f"{sampler.name}-{sampler.num_steps}"] = (
-                class_rows(images, classes[: self.n_images], blank=1.0) if classes is not None
-                else (images, math.ceil(math.sqrt(self.n_images))))
+            samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
+                images, classes[: self.n_images] if classes is not None else None, blank=1.0)
         if not trainer.is_global_zero:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
