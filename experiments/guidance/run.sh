@@ -18,6 +18,13 @@ only=${2:-}  # a model's name: that model only
 # name, then overrides; experiment=guidance is unet_tiny, 5,000 optimizer steps of 64 images, p_uncond = 0.1
 MODELS=("eps prediction=eps loss_weighting=none" "v prediction=v loss_weighting=none"
         "v-min_snr prediction=v loss_weighting=min_snr")
+names=$(for spec in "${MODELS[@]}"; do echo "${spec%% *}"; done | paste -sd' ')
+if [[ ! $stage =~ ^(all|train|evaluate|summarize)$ ]]; then
+  echo "error: stage '$stage': allowed values are all, train, evaluate, summarize" >&2; exit 2
+fi
+if [[ -n $only && " $names " != *" $only "* ]]; then
+  echo "error: model '$only': allowed values are ${names// /, }" >&2; exit 2
+fi
 
 if [[ $stage == all || $stage == train ]]; then
   for spec in "${MODELS[@]}"; do
