@@ -1,4 +1,4 @@
-"""Report on runs: `python report.py <multirun dir | run dirs...> [-o report.html]` (see diffusion_lab/report.py)."""
+"""Report on runs: `python report.py <multirun dir | run dirs...> [-o report.html]` (see diffusion_lab/report/)."""
 
 from diffusion_lab.report import main
 

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
+import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
 from diffusion_lab.callbacks.ema import ema_weight
 from diffusion_lab.config import CONFIG_DIR
 from timing import compare

@@ -9,21 +9,20 @@ T=1000 chain of 64 images takes 64 000 / that figure seconds.
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import diffusion_lab.config  # noqa: F401
-from diffusion_lab.cli import CONFIG_DIR
+import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
+from diffusion_lab.config import CONFIG_DIR, options
 from diffusion_lab.diffusion import GaussianDiffusion, linear_betas
 from timing import images_per_second
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml")))
+    parser.add_argument("--models", nargs="+", default=options("model"))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
@@ -38,7 +37,8 @@ def main() -> None:
         x0 = torch.randn(args.batch, 1, 28, 28, device=device)
 
         def train_step():
-            loss = diffusion.training_loss(net, x0)
+            t = diffusion.sample_timesteps(len(x0), device)
+            loss = diffusion.per_sample_loss(net, x0, t, torch.randn_like(x0)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

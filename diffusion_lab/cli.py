@@ -1,9 +1,7 @@
-"""Command-line entry points: compose the config with Hydra, call one function of the package."""
+"""Command-line entry points: compose the config with Hydra, check it, call one function of the package."""
 
-import difflib
 import functools
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -12,62 +10,15 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
+from hydra.utils import get_method
 from omegaconf import DictConfig, read_write
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-from diffusion_lab import validation
-from diffusion_lab.checkpoints import resume_command
-from diffusion_lab.config import CONFIG_DIR  # importing it registers the resolvers that conf/ uses
-from diffusion_lab.errors import ConfigError, TrainingError
-
-EXIT_STATUS = {ConfigError: 2, TrainingError: 3}
-
-
-def _chain(err: BaseException):
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-def error_line(err: BaseException) -> tuple[str, int] | None:
-    """(one-line message, exit status) for the errors a user can fix from the command line, else None: ours,
-    a missing mandatory value, and Hydra's (unknown key, unknown group option, unparsable override)."""
-    for cause in _chain(err):
-        for kind, status in EXIT_STATUS.items():
-            if isinstance(cause, kind):
-                return str(cause), status
-        if isinstance(cause, MissingMandatoryValue):
-            return f"{cause.full_key}: missing; give {cause.full_key}=<value>", 2
-        if isinstance(cause, MissingConfigException) and cause.options:
-            group, _, choice = (cause.missing_cfg_file or "").rpartition("/")
-            return f"{group}={choice}: no such option; allowed values are {', '.join(cause.options)}", 2
-        if isinstance(cause, OverrideParseException):
-            reason = cause.message.splitlines()[1 if cause.message.startswith("Error parsing") else 0]
-            return f"{cause.override}: cannot parse this override ({reason}); write key=value", 2
-        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None and cause.key is not None:
-            override = re.search(r"'([^']+)'", str(err)) if isinstance(err, ConfigCompositionException) else None
-            allowed = [k for k in cause.parent_node.keys() if k not in ("hydra", "_target_", "_partial_")]
-            near = difflib.get_close_matches(str(cause.key), allowed, n=1)
-            hint = f" (did you mean {near[0]}?)" if near else ""
-            return (f"{override.group(1) if override else cause.full_key}: unknown key {cause.key!r}{hint}; "
-                    f"allowed keys are {', '.join(allowed)}"), 2
-    return None
-
-
-@contextmanager
-def one_line_errors():
-    """Turn an error a user can fix (see `error_line`) into `error: <message>` on stderr and a non-zero exit
-    status (2: a bad input, 3: training went wrong); anything else keeps its traceback."""
-    try:
-        yield
-    except Exception as err:
-        found = error_line(err)
-        if found is None:
-            raise
-        print(f"error: {found[0]}", file=sys.stderr)
-        raise SystemExit(found[1]) from None
+import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
+from diffusion_lab import config_checks
+from diffusion_lab.config import CONFIG_DIR
+from diffusion_lab.errors import ConfigError, causes, one_line_errors
+from diffusion_lab.resume import resume_command
 
 
 def entry_point(command: Callable[[list[str]], list[str]] = list):
@@ -87,6 +38,20 @@ def entry_point(command: Callable[[list[str]], list[str]] = list):
     return wrap
 
 
+def hydra_command(config_name: str, check: Callable[[DictConfig], None], work: Callable[[DictConfig], object] | str):
+    """The command of conf/<config_name>.yaml: compose it from the command line, `check` it, then call `work`
+    on it, any error a user can fix reported in one line. `work` may be given as the dotted path of a function,
+    imported only once the config has passed its checks (torch takes seconds to import; a typo should not)."""
+
+    def main(cfg: DictConfig):
+        with one_line_errors():
+            check(cfg)
+            return (get_method(work) if isinstance(work, str) else work)(cfg)
+
+    main.__name__ = main.__qualname__ = f"{config_name}_main"
+    return entry_point()(hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(main))
+
+
 @contextmanager
 def no_run_dir_after_bad_config(cfg: DictConfig):
     """A start stopped by a ConfigError before it trained leaves nothing behind: Hydra creates the run directory
@@ -96,7 +61,7 @@ def no_run_dir_after_bad_config(cfg: DictConfig):
     try:
         yield
     except Exception as err:
-        if not any(isinstance(cause, ConfigError) for cause in _chain(err)):
+        if not any(isinstance(cause, ConfigError) for cause in causes(err)):
             raise
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -129,28 +94,11 @@ def train_main(cfg: DictConfig) -> float | None:
     """Trains one run; returns its final `val/fid@<quality.steps>` (or None) for sweepers that optimise it."""
     relaunch_this_job_only()
     with one_line_errors(), no_run_dir_after_bad_config(cfg):
-        validation.check_train_config(cfg)
-        from diffusion_lab.train import train  # heavy imports once the command line and its values are known good
-
+        config_checks.check_train_config(cfg)
+        train = get_method("diffusion_lab.train.train")  # imported once the values are known good (torch: seconds)
         metrics = train(cfg)
     return metrics.get(f"val/fid@{cfg.quality.steps}")
 
 
-@entry_point()
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def sample_main(cfg: DictConfig) -> None:
-    with one_line_errors():
-        validation.check_sample_config(cfg)
-        from diffusion_lab.sample import sample_run
-
-        sample_run(cfg)
-
-
-@entry_point()
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def evaluate_main(cfg: DictConfig) -> None:
-    with one_line_errors():
-        validation.check_evaluate_config(cfg)
-        from diffusion_lab.evaluate import evaluate_run
-
-        evaluate_run(cfg)
+sample_main = hydra_command("sample", config_checks.check_sample_config, "diffusion_lab.sample.sample_run")
+evaluate_main = hydra_command("evaluate", config_checks.check_evaluate_config, "diffusion_lab.evaluate.evaluate_run")

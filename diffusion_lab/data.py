@@ -8,15 +8,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST, FashionMNIST
 
+from diffusion_lab import rules
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import TRAIN_ORDER, seeded_generator
 
-DATASETS = {"mnist": MNIST, "fashion_mnist": FashionMNIST}
+DATASETS = dict(zip(rules.DATASETS, (MNIST, FashionMNIST)))
 
 
 def dataset_class(name: str) -> type[MNIST]:
-    if name not in DATASETS:
-        raise ConfigError(f"dataset.name={name!r}: allowed values are {', '.join(DATASETS)}")
+    rules.DATASET.check("dataset.name", name)
     return DATASETS[name]
 
 
@@ -166,8 +166,7 @@ class DiffusionDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         dataset_class(name)
-        if batch_size < 1:
-            raise ConfigError(f"dataset.batch_size={batch_size}: must be an integer >= 1")
+        rules.BATCH_SIZE.check("dataset.batch_size", batch_size)
         self.name, self.data_dir, self.download = name, data_dir, download
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split -> (uint8 images, labels), on CPU

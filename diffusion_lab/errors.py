@@ -1,4 +1,10 @@
-"""The exception types that the command-line entry points turn into a one-line message (see cli.error_line)."""
+"""The errors a user can fix, and how every command reports them: one `error: <message>` line, exit status 2
+(bad input) or 3 (training went wrong), no traceback."""
+
+import difflib
+import re
+import sys
+from contextlib import contextmanager
 
 
 class ConfigError(ValueError):
@@ -7,3 +13,57 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message says where, and what was kept."""
+
+
+EXIT_STATUS = {ConfigError: 2, TrainingError: 3}
+
+
+def causes(err: BaseException):
+    """`err` and the exceptions it was raised from or during, innermost last."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def error_line(err: BaseException) -> tuple[str, int] | None:
+    """(one-line message, exit status) for the errors a user can fix from the command line, else None: ours,
+    a missing mandatory value, and Hydra's (unknown key, unknown group option, unparsable override)."""
+    # Hydra's and OmegaConf's exception types, imported only here: the maths and the network raise
+    # ConfigError too, and stay importable without Hydra.
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    for cause in causes(err):
+        for kind, status in EXIT_STATUS.items():
+            if isinstance(cause, kind):
+                return str(cause), status
+        if isinstance(cause, MissingMandatoryValue):
+            return f"{cause.full_key}: missing; give {cause.full_key}=<value>", 2
+        if isinstance(cause, MissingConfigException) and cause.options:
+            group, _, choice = (cause.missing_cfg_file or "").rpartition("/")
+            return f"{group}={choice}: no such option; allowed values are {', '.join(cause.options)}", 2
+        if isinstance(cause, OverrideParseException):
+            reason = cause.message.splitlines()[1 if cause.message.startswith("Error parsing") else 0]
+            return f"{cause.override}: cannot parse this override ({reason}); write key=value", 2
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None and cause.key is not None:
+            override = re.search(r"'([^']+)'", str(err)) if isinstance(err, ConfigCompositionException) else None
+            allowed = [k for k in cause.parent_node.keys() if k not in ("hydra", "_target_", "_partial_")]
+            near = difflib.get_close_matches(str(cause.key), allowed, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            return (f"{override.group(1) if override else cause.full_key}: unknown key {cause.key!r}{hint}; "
+                    f"allowed keys are {', '.join(allowed)}"), 2
+    return None
+
+
+@contextmanager
+def one_line_errors():
+    """Turn an error a user can fix (see `error_line`) into `error: <message>` on stderr and a non-zero exit
+    status (2: a bad input, 3: training went wrong); anything else keeps its traceback."""
+    try:
+        yield
+    except Exception as err:
+        found = error_line(err)
+        if found is None:
+            raise
+        print(f"error: {found[0]}", file=sys.stderr)
+        raise SystemExit(found[1]) from None

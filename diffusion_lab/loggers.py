@@ -12,7 +12,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
-from diffusion_lab.runs import write_atomic
+from diffusion_lab.files import write_atomic
 
 
 def wandb_mode() -> str:

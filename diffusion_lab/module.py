@@ -1,4 +1,5 @@
-"""The LightningModule: ε-prediction training, a fixed validation loss, and sampling from the trained model."""
+"""The LightningModule: training on the target the diffusion names (ε, x_0 or v), a fixed validation loss, and
+sampling from the trained model."""
 
 from collections.abc import Callable
 from functools import partial
@@ -11,6 +12,8 @@ from torchmetrics import MeanMetric
 from diffusion_lab.checkpoints import fingerprint
 from diffusion_lab.diffusion import Denoiser, GaussianDiffusion
 from diffusion_lab.errors import TrainingError
+from diffusion_lab.generation import eval_mode
+from diffusion_lab.images import to_model_space
 from diffusion_lab.rng import TRAIN_NOISE, rng_states, seeded_generator, set_rng_states
 from diffusion_lab.sampling import DDPMSampler, Sampler
 
@@ -20,11 +23,6 @@ VAL_BUCKETS = 10
 def linear_warmup(step: int, warmup_steps: int) -> float:
     """Learning-rate factor rising linearly from 1/warmup_steps to 1 over the first warmup_steps steps."""
     return min(1.0, (step + 1) / max(1, warmup_steps))
-
-
-def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels in {0..255} to floats in [-1, 1]."""
-    return images.float() / 127.5 - 1
 
 
 class DiffusionModule(pl.LightningModule):
@@ -85,9 +83,6 @@ class DiffusionModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.compile_net and stage == "fit":
             self.net.compile()  # in place: training, validation and sampling call the compiled forward
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x, t)
 
     def training_step(self, batch, batch_idx):
         x0 = to_model_space(batch[0])
@@ -200,12 +195,8 @@ class DiffusionModule(pl.LightningModule):
         """Images in [-1, 1] from `noise` (x at the sampler's first timestep), of class `labels` for a
         class-conditional net (none: the null class); full-T ancestral DDPM by default."""
         sampler = sampler or DDPMSampler(self.diffusion)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return sampler.sample(self.denoiser(labels), noise, generator).clamp(-1, 1)
-        finally:
-            self.train(was_training)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

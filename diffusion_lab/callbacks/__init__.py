@@ -1,7 +1,7 @@
 """Callbacks that observe training: EMA weights, checkpoints, sample grids, sample quality, figures, the run
 summary."""
 
-from diffusion_lab.callbacks.checkpoint import AtomicCheckpointIO, Checkpoints
+from diffusion_lab.callbacks.checkpointing import AtomicCheckpointIO, Checkpoints
 from diffusion_lab.callbacks.ema import EMA
 from diffusion_lab.callbacks.figures import Figures
 from diffusion_lab.callbacks.quality import SampleQuality

@@ -3,7 +3,7 @@
 import torch
 from pytorch_lightning.callbacks import WeightAveraging
 
-from diffusion_lab.errors import ConfigError
+from diffusion_lab import rules
 
 
 def ema_weight(n: int, decay: float) -> float:
@@ -26,8 +26,7 @@ class EMA(WeightAveraging):
     """
 
     def __init__(self, decay: float = 0.999, **kwargs):
-        if not 0.0 <= decay < 1.0:
-            raise ConfigError(f"callbacks.ema.decay={decay}: allowed values are 0 <= decay < 1")
+        rules.EMA_DECAY.check("callbacks.ema.decay", decay)
         super().__init__(use_buffers=False, **kwargs)
         self.decay = decay
         self.updates: int | None = None  # the host's copy of the averaged model's n_averaged

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from diffusion_lab.callbacks.images import log_image, require_after_ema
-from diffusion_lab.module import to_model_space
+from diffusion_lab.callbacks.drawing import log_image, require_after_ema
+from diffusion_lab.generation import eval_mode
+from diffusion_lab.images import to_model_space
 from diffusion_lab.viz import draw_all
 
 
@@ -27,11 +28,9 @@ class Figures(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        images = trainer.datamodule.val_images[: self.n_images]
-        was_training = pl_module.training
-        pl_module.eval()
-        self.saved = draw_all(pl_module.denoiser(), pl_module.diffusion, to_model_space(images).to(pl_module.device),
-                              self.dirpath, self.seed, self.steps, self.samplers)
-        pl_module.train(was_training)
+        images = to_model_space(trainer.datamodule.val_images[: self.n_images]).to(pl_module.device)
+        with eval_mode(pl_module):
+            self.saved = draw_all(pl_module.denoiser(), pl_module.diffusion, images, self.dirpath, self.seed,
+                                  self.steps, self.samplers)
         for path in self.saved:
             log_image(trainer, f"figures/{path.stem}", path)

@@ -8,10 +8,11 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 
-from diffusion_lab.callbacks.images import require_after_ema
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.evaluate import log_to_wandb, measure, results_table
+from diffusion_lab import rules
+from diffusion_lab.callbacks.drawing import require_after_ema
+from diffusion_lab.generation import eval_mode
 from diffusion_lab.metrics import QualityMetrics
+from diffusion_lab.metrics.measure import log_to_wandb, measure, results_table
 from diffusion_lab.sampling import Sampler
 
 
@@ -33,9 +34,9 @@ class SampleQuality(Callback):
                  every_n_epochs: int = 5, final_steps: Sequence[int] = (), final_n: int = 1000, real_n: int = 10_000,
                  seed: int = 0, batch_size: int = 500, feature_net_epochs: int | None = None,
                  feature_net_cache_dir: str | None = None):
-        if min(n, final_n, real_n) < 2 or every_n_epochs < 1:
-            raise ConfigError(f"quality.n={n}, quality.final_n={final_n}, quality.real_n={real_n} must be >= 2 and "
-                              f"quality.every_n_epochs={every_n_epochs} >= 1")
+        for key, value in (("quality.n", n), ("quality.final_n", final_n), ("quality.real_n", real_n)):
+            rules.SCORED_COUNT.check(key, value)
+        rules.EVERY_N_EPOCHS.check("quality.every_n_epochs", every_n_epochs)
         self.dataset, self.data_dir, self.sampler, self.steps, self.n = dataset, data_dir, sampler, steps, n
         self.every_n_epochs, self.final_steps, self.final_n = every_n_epochs, list(final_steps), final_n
         self.real_n, self.seed, self.batch_size = real_n, seed, batch_size
@@ -49,12 +50,8 @@ class SampleQuality(Callback):
             return
         require_after_ema(trainer, self)
         T = pl_module.diffusion.num_timesteps
-        if bad := [k for k in [self.steps, *self.final_steps] if not 1 <= k]:
-            raise ConfigError(f"quality.steps, quality.final_steps: {bad} must be >= 1")
-        if too_many := [k for k in self.final_steps if k > T]:
-            rank_zero_info(f"quality.final_steps: skipping {too_many}, more than T={T}")
-            self.final_steps = [k for k in self.final_steps if k <= T]
-        self.steps = min(self.steps, T)
+        rules.check_step_counts("quality.steps", self.steps, T)
+        rules.check_step_counts("quality.final_steps", self.final_steps, T)
         if trainer.global_rank > 0:
             trainer.strategy.barrier()  # rank 0 trains and caches the feature net and real features when missing
         self.metrics = QualityMetrics.for_dataset(self.dataset, self.data_dir, self.real_n, device=pl_module.device,
@@ -65,14 +62,10 @@ class SampleQuality(Callback):
                                     "n": self.final_n, "results": []}}
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: int, n: int) -> dict:
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with eval_mode(pl_module):
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
                            trainer.world_size, pl_module.all_gather)
-        finally:
-            pl_module.train(was_training)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.metrics is None:  # set up by a fit

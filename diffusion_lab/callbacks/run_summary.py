@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
-from diffusion_lab.runs import write_json_atomic
+from diffusion_lab.files import write_json_atomic
 
 
 class RunSummary(Callback):

@@ -1,6 +1,5 @@
 """Periodic sample grids at several step counts from one fixed, seeded noise batch, drawn with the EMA weights."""
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,12 +9,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torchvision.utils import make_grid, save_image
 
-from diffusion_lab.callbacks.images import log_image, require_after_ema
-from diffusion_lab.errors import ConfigError
+from diffusion_lab import rules
+from diffusion_lab.callbacks.drawing import log_image, require_after_ema
+from diffusion_lab.generation import Share
+from diffusion_lab.images import grid_layout, requested_classes
+from diffusion_lab.plotting import image_axes, save, show
 from diffusion_lab.rng import seeded_generator
-from diffusion_lab.sample import requested_classes
 from diffusion_lab.sampling import DDPMSampler, Sampler
-from diffusion_lab.viz import grid_layout, image_axes, save, show
 
 
 class SampleGrid(Callback):
@@ -32,10 +32,8 @@ class SampleGrid(Callback):
 
     def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1,
                  sampler: Callable[..., Sampler] | None = None, steps: Sequence[int] = (), seed: int = 0):
-        if n_images < 1 or every_n_epochs < 1:
-            raise ConfigError(
-                f"sampling.n_images={n_images}, sampling.every_n_epochs={every_n_epochs}: both must be >= 1"
-            )
+        rules.IMAGE_COUNT.check("sampling.n_images", n_images)
+        rules.EVERY_N_EPOCHS.check("sampling.every_n_epochs", every_n_epochs)
         self.dirpath = Path(dirpath)
         self.n_images, self.every_n_epochs, self.seed = n_images, every_n_epochs, seed
         self.sampler, self.steps = sampler, list(steps)
@@ -64,17 +62,16 @@ class SampleGrid(Callback):
         self.render(trainer, pl_module, "final")
 
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
-        per_rank = math.ceil(self.n_images / trainer.world_size)
         device, rank = pl_module.device, trainer.global_rank
-        noise = torch.randn(per_rank, *pl_module.image_shape, device=device,
+        share = Share(self.n_images, rank, trainer.world_size)
+        noise = torch.randn(share.per_rank, *pl_module.image_shape, device=device,
                             generator=seeded_generator(self.seed, rank, 0, device=device))
-        classes = requested_classes(None, pl_module.num_classes, per_rank * trainer.world_size)
-        mine = classes[rank * per_rank:][:per_rank].to(device) if classes is not None else None
+        classes = requested_classes(None, pl_module.num_classes, share.total)
+        mine = share.mine(classes, device)
         samples = {}
         for sampler in self.samplers(pl_module):  # every sampler gets the same noise, and the same z stream
             generator = seeded_generator(self.seed, rank, 1, device=device)
-            images = pl_module.all_gather(pl_module.sample(noise, generator, sampler, mine))
-            images = images.reshape(-1, *pl_module.image_shape)[: self.n_images]
+            images = share.gather(pl_module.sample(noise, generator, sampler, mine), pl_module.all_gather)
             samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
                 images, classes[: self.n_images] if classes is not None else None, blank=1.0)
         if not trainer.is_global_zero:

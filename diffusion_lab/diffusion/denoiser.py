@@ -4,6 +4,7 @@ guidance for a class-conditional network."""
 import torch
 from torch import nn
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion.gaussian import GaussianDiffusion
 from diffusion_lab.errors import ConfigError
 
@@ -25,8 +26,7 @@ class Denoiser(nn.Module):
         if (labels is not None or guidance_scale != 0) and not num_classes:
             raise ConfigError(f"guidance_scale={guidance_scale}, class: need a class-conditional model "
                               "(trained with model.num_classes=10)")
-        if guidance_scale < 0:
-            raise ConfigError(f"guidance_scale={guidance_scale}: allowed values are numbers >= 0")
+        rules.GUIDANCE_SCALE.check("guidance_scale", guidance_scale)
         self.net, self.diffusion, self.labels, self.guidance_scale = net, diffusion, labels, guidance_scale
 
     def for_labels(self, labels: torch.Tensor | None) -> "Denoiser":

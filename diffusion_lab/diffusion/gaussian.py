@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion import parameterization
-from diffusion_lab.errors import ConfigError
 
 
 def extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -25,10 +25,8 @@ class GaussianDiffusion(nn.Module):
     def __init__(self, betas: torch.Tensor, prediction: str = "eps", loss_weighting: str = "none",
                  min_snr_gamma: float = 5.0):
         super().__init__()
-        parameterization.check_prediction(prediction)
-        if loss_weighting not in parameterization.LOSS_WEIGHTINGS:
-            raise ConfigError(f"loss_weighting={loss_weighting!r}: allowed values are "
-                              f"{', '.join(parameterization.LOSS_WEIGHTINGS)}")
+        rules.PREDICTION.check("prediction", prediction)
+        rules.LOSS_WEIGHTING.check("loss_weighting", loss_weighting)
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
         betas = torch.as_tensor(betas, dtype=torch.float64)
         self.num_timesteps = len(betas)
@@ -44,8 +42,6 @@ class GaussianDiffusion(nn.Module):
             "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
-            "sqrt_recip_alphas_cumprod": (1 / alphas_cumprod).sqrt(),
-            "sqrt_recipm1_alphas_cumprod": (1 / alphas_cumprod - 1).sqrt(),
             "posterior_variance": posterior_variance,
             # log β̃_0 = −inf, so the first entry borrows β̃_1 (as improved-diffusion does).
             "posterior_log_variance_clipped": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
@@ -74,10 +70,7 @@ class GaussianDiffusion(nn.Module):
 
     def predict_x0_from_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε) / sqrt(ᾱ_t), eq. 4 solved for x_0."""
-        return (
-            extract(self.sqrt_recip_alphas_cumprod, t, xt.ndim) * xt
-            - extract(self.sqrt_recipm1_alphas_cumprod, t, xt.ndim) * eps
-        )
+        return parameterization.x0_from("eps", eps, xt, extract(self.alphas_cumprod, t, xt.ndim))
 
     def sample_timesteps(self, batch_size: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
         """t ~ Uniform{0, …, T−1}."""
@@ -100,8 +93,3 @@ class GaussianDiffusion(nn.Module):
         if self.loss_weighting == "min_snr":
             loss = loss * parameterization.min_snr_weight(self.prediction, alpha_bar, self.min_snr_gamma).flatten()
         return loss
-
-    def training_loss(self, model: nn.Module, x0: torch.Tensor) -> torch.Tensor:
-        """The loss with t uniform and fresh Gaussian noise."""
-        t = self.sample_timesteps(x0.shape[0], x0.device)
-        return self.per_sample_loss(model, x0, t, torch.randn_like(x0)).mean()

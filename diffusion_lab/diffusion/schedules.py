@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from diffusion_lab import rules
 from diffusion_lab.errors import ConfigError
 
 MAX_FINAL_ALPHA_CUMPROD = 1e-2
@@ -59,8 +60,7 @@ def sigmoid_betas(
 
 
 def _check_T(T) -> None:
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ConfigError(f"T={T!r}: the number of diffusion steps must be an integer >= 1")
+    rules.T.check("T", T)
 
 
 def _checked(betas: torch.Tensor, name: str, T: int) -> torch.Tensor:

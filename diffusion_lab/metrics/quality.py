@@ -75,7 +75,7 @@ def class_accuracy(probabilities: torch.Tensor, asked: torch.Tensor) -> dict:
     return {"class_accuracy": hits.mean().item(), "class_accuracy_per_class": per_class}
 
 
-class _Given(nn.Module):
+class PrecomputedFeatures(nn.Module):
     """An identity "feature extractor": torchmetrics' FID and KID then take features computed once elsewhere."""
 
     def __init__(self, num_features: int):
@@ -99,7 +99,7 @@ class QualityMetrics:
         self.net, self.k, self.batch_size, self.record = feature_net.eval(), k, batch_size, record
         self.kid_subset_size = kid_subset_size
         self.real_features = real_features.detach().cpu()
-        given = _Given(real_features.shape[1])
+        given = PrecomputedFeatures(real_features.shape[1])
         # Never synced across processes: under DDP every rank scores the same gathered features.
         self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False, sync_on_compute=False)
         self.kid = KernelInceptionDistance(feature=given, reset_real_features=False, subsets=kid_subsets,

@@ -1,4 +1,4 @@
-"""A time-conditioned U-Net for ε-prediction (the DDPM architecture, Ho et al. 2020, Appendix B, made small)."""
+"""A time-conditioned U-Net that predicts ε, x_0 or v (the DDPM architecture, Ho et al. 2020, Appendix B, made small)."""
 
 import math
 

@@ -4,6 +4,6 @@ from diffusion_lab.sampling.base import Sampler
 from diffusion_lab.sampling.ddim import DDIMSampler
 from diffusion_lab.sampling.ddpm import DDPMSampler
 from diffusion_lab.sampling.dpm_solver import DPMSolverSampler
-from diffusion_lab.sampling.spacing import SPACINGS, spaced_timesteps
+from diffusion_lab.sampling.spacing import spaced_timesteps
 
-__all__ = ["DDIMSampler", "DDPMSampler", "DPMSolverSampler", "SPACINGS", "Sampler", "spaced_timesteps"]
+__all__ = ["DDIMSampler", "DDPMSampler", "DPMSolverSampler", "Sampler", "spaced_timesteps"]

@@ -1,6 +1,5 @@
 """The sampler contract: a sampler lists the timesteps it visits and maps x_t to the next, less noisy x."""
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -8,6 +7,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffusion_lab.diffusion import GaussianDiffusion
+from diffusion_lab.diffusion.parameterization import x0_from
 from diffusion_lab.sampling.spacing import spaced_timesteps
 
 
@@ -36,8 +36,7 @@ class Sampler(ABC):
 
     def predict_x0(self, eps: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε)/sqrt(ᾱ_t), clipped to [−1, 1] if `clip_denoised`."""
-        a = self.alphas_cumprod[i]
-        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        x0 = x0_from("eps", eps, x, self.alphas_cumprod[i])
         return x0.clamp(-1, 1) if self.clip_denoised else x0
 
     def reset(self) -> None:

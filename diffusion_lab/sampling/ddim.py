@@ -2,8 +2,9 @@
 
 import math
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.diffusion.parameterization import eps_from
 from diffusion_lab.sampling.base import Sampler
 
 
@@ -19,8 +20,7 @@ class DDIMSampler(Sampler):
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = 50, spacing: str = "trailing",
                  eta: float = 0.0, clip_denoised: bool = False):
-        if not 0.0 <= eta <= 1.0:
-            raise ConfigError(f"sampler.eta={eta}: allowed values are 0 <= eta <= 1")
+        rules.ETA.check("sampler.eta", eta)
         super().__init__(diffusion, steps, spacing, clip_denoised)
         self.eta = eta
         self.sigmas = [eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))
@@ -30,6 +30,6 @@ class DDIMSampler(Sampler):
         a, a_prev, sigma = self.alphas_cumprod[i], self.alphas_cumprod_prev[i], self.sigmas[i]
         x0 = self.predict_x0(eps, i, x)
         if self.clip_denoised:
-            eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
+            eps = eps_from("x0", x0, x, a)
         x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         return x_prev + sigma * self.noise_like(x, generator) if sigma > 0 else x_prev

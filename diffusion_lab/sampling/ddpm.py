@@ -2,11 +2,9 @@
 
 import math
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
-from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling.base import Sampler
-
-VARIANCES = ("fixed_small", "fixed_large")
 
 
 class DDPMSampler(Sampler):
@@ -23,8 +21,7 @@ class DDPMSampler(Sampler):
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
                  variance: str = "fixed_small", clip_denoised: bool = False):
-        if variance not in VARIANCES:
-            raise ConfigError(f"sampler.variance={variance!r}: allowed values are {', '.join(VARIANCES)}")
+        rules.VARIANCE.check("sampler.variance", variance)
         super().__init__(diffusion, steps, spacing, clip_denoised)
         self.betas, self.coef_x0, self.coef_xt, self.sigmas = [], [], [], []
         for i, (a, a_prev) in enumerate(zip(self.alphas_cumprod, self.alphas_cumprod_prev)):

@@ -7,9 +7,7 @@ sampler steps to ᾱ = 1, i.e. to x_0.
 
 import numpy as np
 
-from diffusion_lab.errors import ConfigError
-
-SPACINGS = ("trailing", "linspace", "leading")
+from diffusion_lab import rules
 
 
 def spaced_timesteps(T: int, K: int, spacing: str = "trailing") -> list[int]:
@@ -20,10 +18,8 @@ def spaced_timesteps(T: int, K: int, spacing: str = "trailing") -> list[int]:
     - leading: 0, T//K, 2·T//K, … reversed (DDIM's original choice); starts below T−1 when K does not divide
       T evenly into the top of the chain, e.g. at 980 for K = 50 of T = 1000.
     """
-    if spacing not in SPACINGS:
-        raise ConfigError(f"sampler.spacing={spacing!r}: allowed values are {', '.join(SPACINGS)}")
-    if not 1 <= K <= T:
-        raise ConfigError(f"steps={K}: allowed values are 1..T={T}")
+    rules.SPACING.check("sampler.spacing", spacing)
+    rules.check_step_counts("steps", K, T)
     if spacing == "trailing":
         steps = np.round(np.arange(T, 0, -T / K)).astype(np.int64) - 1
     elif spacing == "linspace":  # np.linspace gives [0] for K = 1; one step must start from noise

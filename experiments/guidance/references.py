@@ -12,8 +12,8 @@ import sys
 import torch
 
 from diffusion_lab.data import load_split
+from diffusion_lab.files import write_json_atomic
 from diffusion_lab.metrics import QualityMetrics
-from diffusion_lab.runs import write_json_atomic
 
 
 def main(out: str, n: str = "500") -> None:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from diffusion_lab.viz import figure, save
+from diffusion_lab.plotting import figure, save
 
 
 def read_run(path: Path) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_lab.plotting import figure, save
 from diffusion_lab.report import find_runs, read_run
-from diffusion_lab.viz import figure, save
 
 SAMPLERS = ("ddpm", "ddim", "dpm_solver")
 

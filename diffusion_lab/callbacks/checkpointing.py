@@ -7,7 +7,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from diffusion_lab.runs import write_atomic
+from diffusion_lab.files import write_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -22,18 +22,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class Checkpoints(ModelCheckpoint):
     """Lightning's ModelCheckpoint saving both every `every_n_train_steps` optimizer steps and when each
-    training epoch ends (ModelCheckpoint takes one trigger or the other), named by step. With `monitor="step"`
-    and `mode="max"`, `save_top_k` keeps the newest k. Before each save it flushes the loggers, so that the
-    metrics file holds every step up to the checkpoint (a resumed run rewinds it to there, see loggers.CSVLogger).
-    """
+    training epoch ends, named by step. With `monitor="step"` and `mode="max"`, `save_top_k` keeps the newest k.
+    Whenever a checkpoint is written it flushes the loggers, so that the metrics file holds every step up to the
+    checkpoint (a resumed run rewinds it to there, see loggers.CSVLogger)."""
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # ModelCheckpoint takes one trigger (its arguments are mutually exclusive): with every_n_train_steps it
+        # never saves at epoch ends. Its own epoch-end hook saves when this private field is 1; tested with
+        # Lightning 2.6, the minor version pyproject.toml pins.
+        self._every_n_epochs = 1
 
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         for logger in trainer.loggers:
             logger.save()
-        super()._save_checkpoint(trainer, filepath)

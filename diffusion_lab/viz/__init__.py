@@ -1,35 +1,32 @@
 """Figures of a trained DDPM: the reverse chain, the forward process, the reverse-step coefficients, one-shot
 versus iterative denoising, samplers against step counts, and noise schedules.
 
-Every figure function returns a matplotlib `Figure` drawn on the Agg canvas, outside pyplot, with a fixed
-size and dpi: a saved PNG is exactly figsize × dpi pixels. Images are in model space, [-1, 1].
-
-    python -m diffusion_lab.viz ckpt=outputs/<date>/<time>-<suffix> [out=<dir>] [seed=0] [steps=[50,100,200]]
-                                [samplers=[ddpm,ddim,dpm_solver]] [ema=true] [n_seeds=4]
+Every figure function returns a matplotlib `Figure` of a fixed size (see `diffusion_lab.plotting`); images are
+in model space, [-1, 1]. The command line is `python -m diffusion_lab.viz` (this package's `__main__`).
 """
 
 import itertools
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
-from torchvision.utils import make_grid
 
-from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas, linear_betas, sigmoid_betas
+from diffusion_lab import rules
+from diffusion_lab.checkpoints import load_run
+from diffusion_lab.config import SAMPLERS, SCHEDULES, build_option
+from diffusion_lab.data import load_split
+from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.sampling import DDIMSampler, DDPMSampler, DPMSolverSampler, Sampler
+from diffusion_lab.files import fresh_dir
+from diffusion_lab.images import to_model_space
+from diffusion_lab.plotting import figure, image_axes, save, show
+from diffusion_lab.sampling import DDPMSampler, Sampler
 
 log = logging.getLogger(__name__)
 
-DPI = 100
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm_solver": DPMSolverSampler}
-SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}
 FORWARD_FRACTIONS = (0, 0.05, 0.1, 0.25, 0.5, 0.75, 1)  # t = 0, 50, 100, 250, 500, 750, 999 at T = 1000
 DENOISE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1)
 FIGURES = ("denoising_trajectory", "forward_strip", "reverse_coefficients", "one_shot_vs_iterative",
@@ -39,57 +36,6 @@ FIGURES = ("denoising_trajectory", "forward_strip", "reverse_coefficients", "one
 def scaled_ts(T: int, fractions=FORWARD_FRACTIONS) -> list[int]:
     """The timesteps at `fractions` of a T-step chain, in {0..T−1}, ascending and distinct."""
     return sorted({min(T - 1, round(f * T)) for f in fractions})
-
-
-def figure(width: float, height: float) -> Figure:
-    """A constrained-layout figure of fixed size on the Agg canvas."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def image_axes(rows: int, cols: int, panel: float, margin: float = 0.5):
-    """A figure of rows × cols square image panels of `panel` inches, with `margin` inches for labels."""
-    fig = figure(cols * panel + margin, rows * panel + margin)
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
-def class_rows(images: torch.Tensor, labels: torch.Tensor, blank: float) -> tuple[torch.Tensor, int]:
-    """`images` reordered into one row per class, in class order, each row filled up to the longest with `blank`
-    images; and that row length (make_grid's nrow)."""
-    labels = labels.to(images.device)
-    classes = labels.unique()
-    per_class = max(int((labels == c).sum()) for c in classes)
-    rows = []
-    for c in classes:
-        row = images[labels == c]
-        rows += [row, row.new_full((per_class - len(row), *row.shape[1:]), blank)]
-    return torch.cat(rows), per_class
-
-
-def grid_layout(images: torch.Tensor, labels: torch.Tensor | None, blank: float) -> tuple[torch.Tensor, int]:
-    """`images` in grid order and the grid's row length: one row per class (`class_rows`) when `labels` name
-    more than one class, else a near-square grid."""
-    if labels is not None and len(labels.unique()) > 1:
-        return class_rows(images, labels, blank)
-    return images, math.ceil(math.sqrt(len(images)))
-
-
-def show(ax, images: torch.Tensor, title: str = "", ylabel: str = "", nrow: int | None = None) -> None:
-    """Draw a batch (B, C, H, W) in [-1, 1] as one image (B = 1) or a grid, `nrow` images a row (default: near
-    square), on white padding."""
-    grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=nrow or math.ceil(math.sqrt(len(images))), padding=2,
-                     pad_value=1)
-    ax.imshow(grid.permute(1, 2, 0).float().cpu().numpy())  # make_grid repeats one channel as RGB
-    ax.set(xticks=[], yticks=[], title=title, ylabel=ylabel)
-    ax.spines[:].set_visible(False)
-
-
-def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG of exactly figsize × dpi pixels."""
-    path = Path(path)
-    fig.savefig(path, dpi=fig.dpi, format="png")
-    return path
 
 
 @torch.inference_mode()
@@ -177,8 +123,7 @@ def check_grid(samplers, steps, T: int) -> None:
     """ConfigError unless every sampler name is known and every step count is in 1..T."""
     if unknown := [s for s in samplers if s not in SAMPLERS]:
         raise ConfigError(f"samplers={list(samplers)}: unknown {unknown}; allowed values are {', '.join(SAMPLERS)}")
-    if bad := [k for k in steps if not isinstance(k, int) or not 1 <= k <= T]:
-        raise ConfigError(f"steps={list(steps)}: {bad} not in 1..T={T}")
+    rules.check_step_counts("steps", steps, T)
 
 
 @torch.inference_mode()
@@ -198,7 +143,7 @@ def steps_comparison(net: nn.Module, diffusion: GaussianDiffusion, noise: torch.
             continue
         generator = torch.Generator(noise.device).manual_seed(generator_seed)
         start = time.perf_counter()
-        x = SAMPLERS[name](diffusion, steps=K).sample(net, noise, generator).cpu()  # .cpu() waits for a GPU
+        x = build_option("sampler", name)(diffusion, steps=K).sample(net, noise, generator).cpu()  # .cpu() waits for a GPU
         show(ax, x, title=f"{K} steps, {time.perf_counter() - start:.1f} s", ylabel=name if col == 0 else "")
     return fig
 
@@ -209,9 +154,9 @@ def schedule_comparison(T: int = 1000) -> Figure:
     fig = figure(10, 4)
     ax_alpha, ax_snr = fig.subplots(1, 2)
     u = torch.arange(1, T + 1, dtype=torch.float64) / T  # ᾱ_t holds t + 1 noising steps
-    for name, make_betas in SCHEDULES.items():
+    for name in SCHEDULES:
         try:
-            alpha_bar = torch.cumprod(1 - make_betas(T), 0)
+            alpha_bar = torch.cumprod(1 - build_option("schedule", name, T=T), 0)
         except ConfigError as err:
             log.info("schedule comparison: %s left out (%s)", name, err)
             continue
@@ -228,8 +173,6 @@ def draw_all(net: nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, out
     """The six figures for a network, its diffusion and real images `x0` (one row or seed each), saved as PNGs
     in a new folder (`out_dir`, else `out_dir-1`, …: nothing is overwritten); returns their paths. Step
     counts above T are skipped. Reproducible for a given `seed`."""
-    from diffusion_lab.runs import fresh_dir
-
     T, device = diffusion.num_timesteps, x0.device
     if skipped := [k for k in steps if k > T]:
         log.info("steps %s skipped: more than the run's T = %d", skipped, T)
@@ -256,12 +199,7 @@ def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), sa
               ema: bool = True, n_seeds: int = 4) -> list[Path]:
     """`draw_all` for a trained run (default folder `<run>/viz`), with its first `n_seeds` test images as x_0,
     or samples from the model where the data set cannot be read."""
-    from diffusion_lab.data import load_split
-    from diffusion_lab.module import to_model_space
-    from diffusion_lab.runs import load_run
-
-    if n_seeds < 1:
-        raise ConfigError(f"n_seeds={n_seeds}: must be an integer >= 1")
+    rules.integer(1).check("n_seeds", n_seeds)
     module, cfg, run_dir = load_run(path_or_run, ema=ema)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
@@ -275,46 +213,3 @@ def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), sa
         x0 = module.sample(torch.randn(n_seeds, *module.image_shape, generator=generator, device=device), generator)
     return draw_all(module.denoiser(), module.diffusion, x0, out_dir if out_dir is not None else run_dir / "viz", seed,
                     steps, samplers)
-
-
-@dataclass
-class VizArgs:
-    ckpt: str | None = None
-    out: str | None = None
-    seed: int = 0
-    steps: list[int] = field(default_factory=lambda: [50, 100, 200])
-    samplers: list[str] = field(default_factory=lambda: list(SAMPLERS))
-    ema: bool = True
-    n_seeds: int = 4
-
-
-def parse_args(argv: list[str] | None = None) -> VizArgs:
-    """`key=value` arguments merged over `VizArgs`; an unknown key or a value of the wrong type is a ConfigError."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import ValidationError
-
-    cli = OmegaConf.from_cli(argv)
-    allowed = list(VizArgs.__dataclass_fields__)
-    if unknown := [key for key in cli if key not in allowed]:
-        raise ConfigError(f"{', '.join(unknown)}: unknown key; allowed keys are {', '.join(allowed)}")
-    try:
-        args = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(VizArgs), cli))
-    except ValidationError as err:
-        raise ConfigError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
-    if args.ckpt is None:
-        raise ConfigError("ckpt: missing; give ckpt=<run directory or .ckpt file>")
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    from diffusion_lab.cli import one_line_errors
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors():
-        args = parse_args(argv)
-        for path in write_all(args.ckpt, args.out, args.seed, args.steps, args.samplers, args.ema, args.n_seeds):
-            print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,8 @@
 
 Inception-v3 features (FID's usual space) suit neither 28×28 grayscale images nor an offline machine, so, as
 is common for MNIST-like data, quality is measured with the penultimate layer of a classifier trained on the
-data set itself. It is trained once (minutes on a CPU) and cached with a fingerprint of its settings.
+data set itself. It is trained once (minutes on a CPU) and cached with a fingerprint of its settings; its training draws from
+random streams of its own, so whether the cache exists changes nothing else in the process.
 
     python -m diffusion_lab.metrics.feature_net dataset=fashion_mnist [epochs=8] [data_dir=...] [cache_dir=...]
 """
@@ -19,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion_lab.data import load_split
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.module import to_model_space
+from diffusion_lab.files import write_atomic
+from diffusion_lab.images import to_model_space
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ class FeatureNet(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = to_model_space(images) if images.dtype == torch.uint8 else images
         return self.body(x)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features, as torchmetrics' FID and KID expect of a feature module."""
-        return self.features(images)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
@@ -94,8 +91,15 @@ def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_
 def train_feature_net(settings: FeatureNetSettings, data_dir: str | Path,
                       device: torch.device | str = "cpu") -> tuple[FeatureNet, float]:
     """Train on the training split with AdamW and a one-cycle schedule; returns the net (on the CPU) and its
-    test accuracy."""
-    torch.manual_seed(settings.seed)
+    test accuracy. Every draw (initial weights, order, shifts, flips, dropout) comes from the process's random
+    streams forked and seeded with `settings.seed`, which are put back as they were afterwards."""
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)
+        return _train(settings, data_dir, device)
+
+
+def _train(settings: FeatureNetSettings, data_dir: str | Path, device) -> tuple[FeatureNet, float]:
     images, labels = (t.to(device) for t in load_split(settings.dataset, data_dir, train=True, download=False))
     test_images, test_labels = (t.to(device) for t in load_split(settings.dataset, data_dir, train=False,
                                                                  download=False))
@@ -128,13 +132,6 @@ def cache_dir_for(data_dir: str | Path, cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir else default_cache_dir(data_dir)
 
 
-def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_feature_net(dataset: str, data_dir: str | Path, cache_dir: str | Path | None = None,
                      device: torch.device | str = "cpu", **settings) -> tuple[FeatureNet, dict]:
     """The cached feature net for `dataset` and these settings, trained (on `device`) and cached first when
@@ -144,15 +141,16 @@ def load_feature_net(dataset: str, data_dir: str | Path, cache_dir: str | Path |
     path = cache_dir_for(data_dir, cache_dir) / f"feature_net-{dataset}-{config.fingerprint()}.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = FeatureNet(config.num_features)
-        net.load_state_dict(saved["state_dict"])
+        with torch.device("meta"):  # no initial weights drawn: they would take numbers from the global streams
+            net = FeatureNet(config.num_features)
+        net.load_state_dict(saved["state_dict"], assign=True)
         return net.eval(), saved["record"]
     log.info("training the %s feature net (cached at %s)", dataset, path)
     net, test_accuracy = train_feature_net(config, data_dir, device)
     record = {"settings": asdict(config), "fingerprint": config.fingerprint(), "test_accuracy": test_accuracy}
     if test_accuracy < MIN_ACCURACY.get(dataset, 0):
         log.warning("feature net %s: test accuracy %.4f is below %.2f", dataset, test_accuracy, MIN_ACCURACY[dataset])
-    save_atomic({"state_dict": net.state_dict(), "record": record}, path)
+    write_atomic(path, lambda f: torch.save({"state_dict": net.state_dict(), "record": record}, f), binary=True)
     return net, record
 
 
@@ -167,26 +165,5 @@ def real_features(net: FeatureNet, record: dict, data_dir: str | Path, n: int,
         return torch.load(path, map_location="cpu", weights_only=True)
     images, _ = load_split(dataset, data_dir, train=False, download=False)
     features = torch.cat([net.eval().features(b) for b in images[:n].split(1000)])
-    save_atomic(features, path)
+    write_atomic(path, lambda f: torch.save(features, f), binary=True)
     return features
-
-
-def main(argv: list[str] | None = None) -> None:
-    from omegaconf import OmegaConf
-
-    from diffusion_lab.cli import one_line_errors
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors():
-        args = OmegaConf.to_container(OmegaConf.from_cli(argv))
-        allowed = ["dataset", "data_dir", "cache_dir", "epochs", "batch_size", "lr", "num_features", "seed", "flip"]
-        if unknown := [k for k in args if k not in allowed]:
-            raise ConfigError(f"{', '.join(unknown)}: unknown key; allowed keys are {', '.join(allowed)}")
-        dataset = args.pop("dataset", "mnist")
-        data_dir = args.pop("data_dir", os.environ.get("DIFFUSION_LAB_DATA", "./data"))
-        net, record = load_feature_net(dataset, data_dir, args.pop("cache_dir", None), **args)
-        print(json.dumps(record))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""What the image-drawing callbacks share: their place after the EMA, and sending images to the loggers."""
+"""What the callbacks that draw images share: their place after the EMA, and sending images to the loggers."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The run directory: atomic writes, and rebuilding a trained model from its checkpoint."""
+"""Files that are never seen half written and never replaced: atomic writes, and fresh names for new outputs."""
 
 import itertools
 import json
@@ -8,8 +8,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-
-from diffusion_lab.checkpoints import find_checkpoint, read_checkpoint
 
 
 def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
@@ -35,12 +33,12 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
     return write_atomic(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def fresh_file(path: Path, also: str = "") -> Path:
-    """`path`, or `<stem>-1<suffix>`, `<stem>-2<suffix>`, …: the first name free for it and, with `also`, for
-    the file of that suffix beside it (a report's .md), so that no earlier file is replaced."""
+def fresh_file(path: Path, sibling_suffix: str = "") -> Path:
+    """`path`, or `<stem>-1<suffix>`, `<stem>-2<suffix>`, …: the first name free for it and, with
+    `sibling_suffix`, for the file of that suffix beside it (a report's .md), so that no earlier file is replaced."""
     for k in itertools.count():
         candidate = path if k == 0 else path.with_name(f"{path.stem}-{k}{path.suffix}")
-        if not candidate.exists() and not (also and candidate.with_suffix(also).exists()):
+        if not candidate.exists() and not (sibling_suffix and candidate.with_suffix(sibling_suffix).exists()):
             if k:
                 logging.getLogger(__name__).warning("%s exists: writing %s", path, candidate)
             return candidate
@@ -56,24 +54,3 @@ def fresh_dir(base: str | Path) -> Path:
             return path
         except FileExistsError:
             continue
-
-
-def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", compile: bool = False):
-    """(DiffusionModule in eval mode, its config, run directory) rebuilt from a checkpoint's stored config.
-
-    `ema=True` loads the EMA weights (the checkpoint's `state_dict`), `ema=False` the raw ones. The file is
-    read with `weights_only=True`: no code in a checkpoint is ever run. `compile=True` compiles the network's
-    forward (torch.compile); the weights keep the memory layout the run trained with (`speed.channels_last`).
-    """
-    from hydra.utils import instantiate  # keeps the module importable without Hydra's start-up cost
-    from omegaconf import OmegaConf
-
-    ckpt_path, run_dir = find_checkpoint(path)
-    ckpt = read_checkpoint(ckpt_path, map_location=map_location)
-    cfg = OmegaConf.create(ckpt["hyper_parameters"])
-    module = instantiate(cfg.module)
-    state = ckpt["state_dict"] if ema else ckpt.get("current_model_state", ckpt["state_dict"])
-    module.load_state_dict(state)
-    if compile:
-        module.net.compile()
-    return module.eval(), cfg, run_dir

@@ -1,0 +1,76 @@
+"""Drawing images from a trained denoiser, alone or split over several processes: each process's share, its
+noise stream, and the batches."""
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+
+from diffusion_lab.diffusion import Denoiser
+from diffusion_lab.images import to_pixels
+from diffusion_lab.sampling import Sampler
+
+
+@dataclass(frozen=True)
+class Share:
+    """Process `rank`'s part of `n` images drawn by `world_size` processes: ⌈n / world_size⌉ each, global image
+    rank·per_rank + i being its image i. Gathered rank by rank, the first n are kept, so none counts twice."""
+
+    n: int
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def per_rank(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    @property
+    def total(self) -> int:
+        """Images drawn by all processes together (n, or a few more)."""
+        return self.per_rank * self.world_size
+
+    def mine(self, per_image: torch.Tensor | None, device=None) -> torch.Tensor | None:
+        """This process's rows of a tensor of `total` rows (a class per image, say), on `device`."""
+        return None if per_image is None else per_image[self.rank * self.per_rank:][:self.per_rank].to(device)
+
+    def gather(self, x: torch.Tensor, all_gather: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Every process's `x` in rank order, cut to exactly n rows."""
+        if self.world_size > 1:
+            x = all_gather(x).reshape(-1, *x.shape[1:])
+        return x[: self.n]
+
+
+def launch(accelerator: str, devices) -> Fabric:
+    """A launched Lightning Fabric on `devices` (DDP when there are several): the processes that share a command's
+    sampling."""
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp" if devices not in (1, "1") else "auto")
+    fabric.launch()
+    return fabric
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode (dropout off) inside the block, in the mode it was in afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def generate(denoiser: Denoiser, sampler: Sampler, n: int, image_shape, generator: torch.Generator, batch_size: int,
+             device, progress: bool = False, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n images as uint8 (n, C, H, W), drawn in batches from one noise stream; image i of class `labels[i]`
+    when given."""
+    batches = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        noise = torch.randn(b, *image_shape, generator=generator, device=device)
+        model = denoiser if labels is None else denoiser.for_labels(labels[start:start + b])
+        batches.append(to_pixels(sampler.sample(model, noise, generator, progress=progress)))
+    return torch.cat(batches)

@@ -1,0 +1,7 @@
+"""`python -m diffusion_lab.report`: the same command line as report.py."""
+
+import sys
+
+from diffusion_lab.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""The values a user may set, each rule written once: a predicate and the words that say what it allows.
+
+The start-up checks of a composed config (`config_checks`) apply these rules before torch is imported, and the
+classes and functions that use a value apply the same rule to their arguments, so a value refused on the
+command line is refused with the same one line from Python. Plain Python only.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from diffusion_lab.errors import ConfigError
+
+PREDICTIONS = ("eps", "x0", "v")  # what the network predicts
+LOSS_WEIGHTINGS = ("none", "min_snr")
+SPACINGS = ("trailing", "linspace", "leading")  # which timesteps a K-step sampler visits
+VARIANCES = ("fixed_small", "fixed_large")  # ancestral sampling's σ²: β̃ or β
+DATASETS = ("mnist", "fashion_mnist")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+
+
+def show(value: Any) -> str:
+    """A value as a user wrote it: strings quoted, lists (OmegaConf's too) as [a, b]."""
+    if isinstance(value, Mapping):
+        return repr(dict(value))
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return repr([*value])
+    return repr(value)
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_list(v: Any) -> bool:
+    return isinstance(v, Iterable) and not isinstance(v, (str, bytes, Mapping))
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """A predicate on a value with the words that describe what it accepts."""
+
+    test: Callable[[Any], bool]
+    words: str
+
+    def check(self, key: str, value: Any) -> None:
+        if not self.test(value):
+            raise ConfigError(f"{key}={show(value)}: allowed values are {self.words}")
+
+
+def _or(words: str, special: tuple) -> str:
+    return words + "".join(f" or {a}" for a in special)
+
+
+def integer(lo: int, hi: int | None = None, special: tuple = ()) -> Allowed:
+    """Integers lo..hi (no upper bound when hi is None), or one of the `special` values (e.g. -1, None)."""
+    words = f"integers >= {lo}" if hi is None else f"integers {lo}..{hi}"
+    return Allowed(lambda v: v in special or (is_int(v) and lo <= v and (hi is None or v <= hi)), _or(words, special))
+
+
+def number(lo: float, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+           special: tuple = ()) -> Allowed:
+    """Numbers from lo (excluded when lo_open) to hi (excluded when hi_open), or one of the `special` values."""
+    def test(v):
+        if v in special and not isinstance(v, bool):
+            return True
+        return (is_number(v) and (v > lo if lo_open else v >= lo)
+                and (hi is None or (v < hi if hi_open else v <= hi)))
+
+    words = f"numbers {'>' if lo_open else '>='} {lo:g}" + (
+        f" and {'<' if hi_open else '<='} {hi:g}" if hi is not None else "")
+    return Allowed(test, _or(words, special))
+
+
+def one_of(*values) -> Allowed:
+    return Allowed(lambda v: any(v == a and type(v) is type(a) for a in values), ", ".join(map(str, values)))
+
+
+BOOLEAN = one_of(True, False)
+DURATION = Allowed(lambda v: v is None or (isinstance(v, str) and len(v.split(":")) == 4
+                                           and all(p.isdigit() for p in v.split(":"))), "null or DD:HH:MM:SS")
+DEVICES = Allowed(lambda v: v == "auto" or (is_int(v) and v >= 1) or v == -1
+                  or (is_list(v) and len([*v]) > 0 and all(is_int(d) and d >= 0 for d in v)),
+                  "integers >= 1, -1 (all), auto, or a list of device indices")
+ACCELERATOR = one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+# The rules that the classes and functions of the package apply to their own arguments too.
+T = integer(1)  # diffusion steps
+PREDICTION = one_of(*PREDICTIONS)
+LOSS_WEIGHTING = one_of(*LOSS_WEIGHTINGS)
+SPACING = one_of(*SPACINGS)
+VARIANCE = one_of(*VARIANCES)
+DATASET = one_of(*DATASETS)
+ETA = number(0, 1)  # DDIM's η
+EMA_DECAY = number(0, 1, hi_open=True)
+GUIDANCE_SCALE = number(0)
+BATCH_SIZE = integer(1)
+IMAGE_COUNT = integer(1)  # images to draw
+SCORED_COUNT = integer(2)  # images to score: FID needs two
+EVERY_N_EPOCHS = integer(1)
+
+
+def check_step_counts(key: str, steps: Any, T: int) -> None:
+    """Every sampling step count in `steps` (an int or a list) is an integer in 1..T."""
+    values = [*steps] if is_list(steps) else [steps]
+    bad = [s for s in values if not (is_int(s) and 1 <= s <= T)]
+    if bad:
+        raise ConfigError(f"{key}={show(steps)}: {', '.join(map(repr, bad))} not allowed; step counts are "
+                          f"integers 1..T={T}")
