@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import diffusion_lab.config  # noqa: F401  (resolvers)
-from diffusion_lab.cli import CONFIG_DIR
+import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
+from diffusion_lab.config import CONFIG_DIR
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share two cores: a thread each, for their subprocesses too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read when torch loads: no test module has imported it yet
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("DIFFUSION_LAB_DATA", ROOT / "data"))
@@ -47,6 +51,13 @@ def tiny_data(tmp_path_factory) -> Path:
     make_tiny_dataset(root, "MNIST")
     make_tiny_dataset(root, "FashionMNIST")
     return root
+
+
+@pytest.fixture(scope="session")
+def diffusers():
+    """diffusers, the test-only reference for the schedules and samplers: a test that compares with it is
+    skipped where it is not installed."""
+    return pytest.importorskip("diffusers")
 
 
 @pytest.fixture
@@ -87,12 +98,23 @@ TINY_TRAIN = ["model=unet_tiny", "trainer=cpu", "T=50", "dataset.batch_size=32",
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
-    """A run directory from a few CPU steps of the tiny model at T=50 (shared by the tests that read runs)."""
-    log_dir = tmp_path_factory.mktemp("runs")
-    result = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=1", "logger=csv", f"paths.log_dir={log_dir}",
-                     data=tiny_data)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = [p.parent for p in log_dir.glob("*/*/.hydra")]
+    """The run directory of `python train.py` on the tiny model at T=50, W&B offline: 2 epochs of 4 steps, grids
+    at 5 and 10 steps and the sample quality measured after each epoch. Trained once per session, by the first
+    worker that needs it (the others wait on a lock), and shared by every test that reads a run (test_train
+    checks that it is complete)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    with FileLock(shared / "tiny_run.lock"):
+        record = shared / "tiny_run.path"
+        if record.exists():
+            return Path(record.read_text())
+        log_dir = shared / "tiny_run"
+        result = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=2", "sampling.every_n_epochs=1",
+                         "sampling.steps=[5,10]", "quality.every_n_epochs=1", f"paths.log_dir={log_dir}",
+                         data=tiny_data)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run,) = [p.parent for p in log_dir.glob("*/*/.hydra")]
+        record.write_text(str(run))
     return run
 
 
@@ -102,3 +124,30 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     return errors[0]
+
+
+@pytest.fixture
+def run_in_process(monkeypatch, capsys):
+    """run_in_process(main, *args, data=None) -> CompletedProcess-like result of an entry point (`cli.train_main`,
+    `report.main`, …) called in this process with `sys.argv` set as its script would have it: the exit status
+    (0 or SystemExit's code) and what it wrote to stdout and stderr. An exception other than SystemExit fails the
+    test with its traceback, as it would print one."""
+
+    def _run(main, *args: str, data: Path | None = None) -> subprocess.CompletedProcess:
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", [main.__name__, *args])
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+        if data is not None:
+            monkeypatch.setenv("DIFFUSION_LAB_DATA", str(data))
+        capsys.readouterr()
+        try:
+            main()
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(sys.argv, status, out, err)
+
+    return _run

@@ -1,5 +1,9 @@
-"""Bad inputs through the real command lines: each exits non-zero with one `error:` line that names the key and
-what it allows (no traceback), and leaves every earlier output as it was."""
+"""Bad inputs for every command: each exits with status 2 and one `error:` line that names the key and what it
+allows (no traceback), and leaves every earlier output as it was.
+
+Every case runs through its command's real entry point in this process (Hydra composes, the checks and the
+objects refuse, `errors.one_line_errors` prints); a handful also run as a user runs them, in a subprocess of
+their script, which proves the exit status, the missing traceback and the removed run directory for real."""
 
 import hashlib
 import shutil
@@ -10,6 +14,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN, one_line_error, run_cli
+from diffusion_lab import cli, report
 
 # (script, arguments, the parts the one line must contain). {run}: a finished run; {outputs}: the folder that
 # holds it (train.py writes there); {truncated}, {edited}, {foreign}: bad checkpoint files beside it.
@@ -52,7 +57,7 @@ CASES = [
     ("sample.py", ["ckpt={run}", "sampler=euler"], ["sampler=euler", "allowed values are ddim, ddpm, dpm_solver"]),
     ("sample.py", ["ckpt={run}", "class=3"], ["class=3", "this run is unconditional", "class=null"]),
     ("sample.py", ["ckpt={run}", "guidance_scale=-1"], ["guidance_scale=-1", "allowed values are numbers >= 0"]),
-    ("sample.py", ["ckpt={run}", "steps=80"], ["steps=80", "allowed values are 1..50"]),
+    ("sample.py", ["ckpt={run}", "steps=80"], ["steps=80", "80 not allowed", "integers 1..T=50"]),
     ("sample.py", ["ckpt={truncated}"], ["ckpt=", "cannot be read as a checkpoint", "left as it is"]),
     ("sample.py", ["ckpt={foreign}"], ["ckpt=", "cannot be read as a checkpoint"]),
     ("sample.py", ["ckpt={edited}"], ["ckpt=", "does not match the fingerprint"]),
@@ -63,6 +68,14 @@ CASES = [
     ("report.py", ["{outputs}/nothing-here"], ["nothing-here", "no such run or multirun directory"]),
     ("report.py", ["--bogus"], ["--bogus", "allowed options are"]),
 ]
+
+
+MAINS = {"train.py": cli.train_main, "sample.py": cli.sample_main, "evaluate.py": cli.evaluate_main,
+         "report.py": report.main}
+# Run as subprocesses too: a Hydra error, a value refused once torch is loaded (its run directory removed), a bad
+# checkpoint, a typo in evaluate.py's keys, and argparse's error in report.py.
+IN_A_SUBPROCESS = ["train.py trainr.max_epochs=3", "train.py T=10", "sample.py ckpt={truncated}",
+                   "evaluate.py ckpt={run} stesp=[5]", "report.py --bogus"]
 
 
 class Foreign:  # not plain data: a checkpoint holding it must not be unpickled
@@ -94,34 +107,54 @@ def case_id(script: str, args: list[str]) -> str:
     return " ".join([script, *args])
 
 
-@pytest.fixture(scope="module")
-def results(outputs, tiny_data) -> tuple[dict, dict]:
-    """(snapshot of `outputs` before, {case id: finished command}), the commands run two at a time."""
+def arguments(script: str, args: list[str], outputs: Path) -> list[str]:
+    """The command line of a case, with its placeholders filled in; train.py runs write into `outputs`."""
     run = outputs / "2026-01-01" / "00-00-00-aaaaaa"
     names = {"run": run, "outputs": outputs, **{k: outputs / f"{k}.ckpt" for k in ("truncated", "edited", "foreign")}}
-
-    def run_case(case):
-        script, args, _ = case
-        args = [a.format(**names) for a in args]
-        if script == "train.py":
-            args = [*TINY_TRAIN, "logger=csv", f"paths.log_dir={outputs}", *args]
-        return run_cli(script, *args, data=tiny_data, cwd=outputs)
-
-    before = snapshot(outputs)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # each command spends most of its time starting Python
-        finished = list(pool.map(run_case, CASES))
-    return before, {case_id(script, args): result for (script, args, _), result in zip(CASES, finished)}
+    args = [a.format(**names) for a in args]
+    return [*TINY_TRAIN, "logger=csv", f"paths.log_dir={outputs}", *args] if script == "train.py" else args
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def before(outputs) -> dict[str, str]:
+    """The outputs folder as it was before any bad input."""
+    return snapshot(outputs)
+
+
 @pytest.mark.parametrize("script,args,expected", CASES, ids=[case_id(s, a) for s, a, _ in CASES])
-def test_a_bad_input_exits_with_one_line_naming_the_key(results, script, args, expected):
-    error = one_line_error(results[1][case_id(script, args)])
+def test_a_bad_input_exits_with_one_line_naming_the_key(before, outputs, tiny_data, run_in_process, monkeypatch,
+                                                          script, args, expected):
+    monkeypatch.chdir(outputs)
+    error = one_line_error(run_in_process(MAINS[script], *arguments(script, args, outputs), data=tiny_data))
     for part in expected:
         assert part in error, error
 
 
+@pytest.fixture(scope="module")
+def subprocess_results(before, outputs, tiny_data) -> dict[str, object]:
+    """{case id: finished command} for the cases run as subprocesses, two at a time."""
+    cases = [(script, args) for script, args, _ in CASES if case_id(script, args) in IN_A_SUBPROCESS]
+    assert len(cases) == len(IN_A_SUBPROCESS)
+
+    def run_case(case):
+        script, args = case
+        return run_cli(script, *arguments(script, args, outputs), data=tiny_data, cwd=outputs)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each command spends most of its time starting Python
+        return {case_id(*case): result for case, result in zip(cases, pool.map(run_case, cases))}
+
+
 @pytest.mark.slow
-def test_bad_inputs_leave_earlier_outputs_as_they_were(outputs, results):
+@pytest.mark.parametrize("case", IN_A_SUBPROCESS)
+def test_the_real_command_line_exits_2_with_one_line_and_no_traceback(subprocess_results, case):
+    expected = {case_id(s, a): e for s, a, e in CASES}[case]
+    error = one_line_error(subprocess_results[case])
+    for part in expected:
+        assert part in error, error
+
+
+def test_bad_inputs_leave_earlier_outputs_as_they_were(outputs, before, request):
     assert len(CASES) >= 25
-    assert snapshot(outputs) == results[0]  # nothing written, nothing changed, no run directory left behind
+    if request.config.getoption("-m") != "not slow":  # with the slow tests, after the subprocess runs too
+        request.getfixturevalue("subprocess_results")
+    assert snapshot(outputs) == before  # nothing written, nothing changed, no run directory left behind

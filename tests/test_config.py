@@ -1,21 +1,15 @@
 """conf/ composes for every option of every group, and the values reach the objects they configure."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.config import options
 from diffusion_lab.diffusion import cosine_betas
 from diffusion_lab.errors import ConfigError
 
 GROUPS = ["dataset", "schedule", "model", "sampler", "trainer", "logger", "callbacks", "paths", "experiment"]
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

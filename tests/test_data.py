@@ -5,7 +5,7 @@ import torch
 
 from diffusion_lab.data import DiffusionDataModule, IndexBatches, load_split
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.module import to_model_space
+from diffusion_lab.images import to_model_space
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])

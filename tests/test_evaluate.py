@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import run_cli
+from diffusion_lab.cli import evaluate_main
 
 pytestmark = pytest.mark.slow
 
@@ -12,7 +13,7 @@ KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall",
         "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second"}
 
 
-def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path):
+def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_in_process):
     args = [f"ckpt={tiny_run}", "samplers=[ddim,dpm_solver]", "steps=[5,10]", "n=24", "real_n=48",
             "batch_size=16", "feature_net.epochs=1", f"feature_net.cache_dir={tmp_path}", f"data_dir={tiny_data}"]
     first = run_cli("evaluate.py", *args)
@@ -32,7 +33,7 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path):
     assert list(out.glob("wandb/offline-run-*")), "the results go to an offline W&B run without an account"
     before = (out / "eval.json").read_bytes()
 
-    second = run_cli("evaluate.py", *args)
+    second = run_in_process(evaluate_main, *args, "wandb=false")  # the same entry point, in this process
     assert second.returncode == 0, second.stderr[-3000:]
     assert (out / "eval.json").read_bytes() == before
     again = json.loads((tiny_run / "eval-1" / "eval.json").read_text())

@@ -8,8 +8,10 @@ import torch
 from PIL import Image
 
 from conftest import TINY_TRAIN, run_cli
+from diffusion_lab.cli import evaluate_main, sample_main
 from diffusion_lab.diffusion import Denoiser, GaussianDiffusion, cosine_betas, linear_betas
-from diffusion_lab.diffusion.parameterization import PREDICTIONS, eps_from, min_snr_weight, target, x0_from
+from diffusion_lab.diffusion.parameterization import eps_from, min_snr_weight, target, x0_from
+from diffusion_lab.rules import PREDICTIONS
 from diffusion_lab.models import UNet
 from diffusion_lab.sampling import DDIMSampler, DDPMSampler, DPMSolverSampler
 
@@ -116,7 +118,7 @@ def test_a_class_conditional_unet_uses_its_label_and_a_null_class():
 
 
 @pytest.mark.slow
-def test_a_conditional_v_prediction_run_samples_each_class_and_scores_guidance(tiny_data, tmp_path):
+def test_a_conditional_v_prediction_run_samples_each_class_and_scores_guidance(tiny_data, tmp_path, run_in_process):
     train = run_cli("train.py", *TINY_TRAIN, "trainer.max_epochs=1", "model.num_classes=10", "prediction=v",
                     "loss_weighting=min_snr", "logger=csv", "sampling.n_images=12", "quality.final_steps=[]",
                     "~callbacks.figures", f"quality.feature_net.cache_dir={tmp_path}", f"paths.log_dir={tmp_path}",
@@ -127,16 +129,16 @@ def test_a_conditional_v_prediction_run_samples_each_class_and_scores_guidance(t
     assert final.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)  # training's grids: 12 images in one row per class
     with open(run / "csv" / "metrics.csv") as f:
         assert "val/class_accuracy@5" in f.readline().split(",")
-    one = run_cli("sample.py", f"ckpt={run}", "class=3", "guidance_scale=2", "steps=5", "n=4", "progress=false")
+    one = run_in_process(sample_main, f"ckpt={run}", "class=3", "guidance_scale=2", "steps=5", "n=4", "progress=false")
     assert one.returncode == 0, one.stderr[-3000:]
     settings = json.loads((run / "samples" / "ddim-5-n4-seed0-class3-w2" / "settings.json").read_text())
     assert settings["labels"] == [3, 3, 3, 3] and settings["guidance_scale"] == 2
-    grid = run_cli("sample.py", f"ckpt={run}", "steps=5", "n=15", "progress=false")
+    grid = run_in_process(sample_main, f"ckpt={run}", "steps=5", "n=15", "progress=false")
     assert grid.returncode == 0, grid.stderr[-3000:]
     image = np.asarray(Image.open(run / "samples" / "ddim-5-n15-seed0-classes-w0" / "grid.png"))
     assert image.shape[:2] == (10 * 30 + 2, 2 * 30 + 2)  # 10 rows, one per class, of 2 images or 1 and a blank
     assert (image[-30:, -30:] == 255).all()  # class 9's row: one image, then white
-    evaluation = run_cli("evaluate.py", f"ckpt={run}", "samplers=[ddim]", "steps=[5]", "guidance_scales=[0,2]",
+    evaluation = run_in_process(evaluate_main, f"ckpt={run}", "samplers=[ddim]", "steps=[5]", "guidance_scales=[0,2]",
                          "n=20", "real_n=32", "wandb=false", "feature_net.epochs=1",
                          f"feature_net.cache_dir={tmp_path}", f"data_dir={tiny_data}")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""report.py on a real 2×2 tiny sweep: one row per run, failed runs listed, and the HTML checked in Chromium."""
+"""report.py on a real 2×2 tiny sweep: one row per run, failed runs listed, and the HTML checked in Chromium
+(slow); and, without a subprocess, that the page escapes what runs name."""
 
 import base64
 import io
@@ -10,8 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_TRAIN, one_line_error, run_cli
+from diffusion_lab.report import Run, main
+from diffusion_lab.report.render import render_html
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -27,17 +30,19 @@ def sweep(tiny_data, tmp_path_factory):
     return sweep_dir
 
 
+@slow
 def test_a_2x2_sweep_gives_4_complete_runs_each_with_its_own_wandb_run(sweep):
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name[:2] for p in jobs] == ["0-", "1-", "2-", "3-"]
     assert all((job / "summary.json").exists() and list(job.glob("wandb/offline-run-*")) for job in jobs)
 
 
-def test_report_has_a_row_per_run_and_lists_a_killed_run_as_failed(sweep, tmp_path):
+@slow
+def test_report_has_a_row_per_run_and_lists_a_killed_run_as_failed(sweep, tmp_path, run_in_process):
     killed = tmp_path / "killed"
     shutil.copytree(next(sweep.glob("0-*")), killed)
     (killed / "summary.json").unlink()
-    result = run_cli("report.py", str(sweep), str(killed), "-o", str(tmp_path / "out" / "report.html"))
+    result = run_in_process(main, str(sweep), str(killed), "-o", str(tmp_path / "out" / "report.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / "out" / "report.html").read_text()
     rows = re.findall(r'<tr class="(\w+)" title=', page)
@@ -56,17 +61,21 @@ def test_report_has_a_row_per_run_and_lists_a_killed_run_as_failed(sweep, tmp_pa
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
 
 
-def test_report_of_nothing_says_so(tmp_path):
-    assert "no run directories" in one_line_error(run_cli("report.py", str(tmp_path)))
+def test_report_of_nothing_says_so(tmp_path, run_in_process):
+    assert "no run directories" in one_line_error(run_in_process(main, str(tmp_path)))
 
 
-def test_wandb_runs_without_an_account_fail_in_one_line(tmp_path):
-    error = one_line_error(run_cli("report.py", "--wandb", "someone/diffusion-lab", "-o", str(tmp_path / "r.html"),
-                                   env={"WANDB_BASE_URL": "http://127.0.0.1:9"}))
+def test_wandb_runs_without_an_account_fail_in_one_line(tmp_path, run_in_process, monkeypatch):
+    for key in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("NETRC", "/nonexistent/netrc")
+    error = one_line_error(run_in_process(main, "--wandb", "someone/diffusion-lab", "-o", str(tmp_path / "r.html")))
     assert error.startswith("error: --wandb someone/diffusion-lab: cannot read the project")
     assert not (tmp_path / "r.html").exists()
 
 
+@slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_renders_in_headless_chromium(sweep, tmp_path):
     page = tmp_path / "report.html"
@@ -83,3 +92,20 @@ def test_the_report_renders_in_headless_chromium(sweep, tmp_path):
     pixels = Image.open(shot).convert("L")
     low, high = pixels.getextrema()
     assert high - low > 100 and len(set(pixels.getdata())) > 20  # text, tables and charts, not a blank page
+
+
+def test_names_choices_and_reasons_are_escaped_in_the_html(tmp_path):
+    script = "<script>alert(1)</script>"
+    grid = tmp_path / "grid.png"
+    Image.new("L", (4, 4)).save(grid)
+    runs = [Run(path=tmp_path / script, name=script, status="failed", reason=script,
+                choices={"schedule": script, "T": "50"}, grids={script: grid}),
+            Run(path=tmp_path / "b", name="b", status="finished", choices={"schedule": "cosine", "T": "50"},
+                summary={"final_train_loss": 0.5})]
+    page = render_html(runs, title=script)
+    assert page.count("<script>") == 1 and "alert(1)</script>" not in page  # only the page's own script
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>{escaped}</title>" in page and f'<td class="text">{escaped}</td>' in page
+    assert f"<th>{escaped}</th>" in page and f'alt="{escaped}"' in page and f": {escaped}</li>" in page
+    assert re.findall(r'<tr class="(\w+)" title=', page) == ["failed", "finished"]
+    assert 'class="best" data-v="0.5"' not in page and 'data-v="0.5">0.5</td>' in page  # one value: no best

@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, TINY_TRAIN, run_cli
 from diffusion_lab.callbacks import AtomicCheckpointIO
-from diffusion_lab.config import wandb_id
+from diffusion_lab.resolvers import wandb_id
 from diffusion_lab.errors import TrainingError
 from diffusion_lab.module import DiffusionModule
 

@@ -1,4 +1,5 @@
-"""sample.py end to end: rebuilds the model from a run's checkpoint and never overwrites earlier samples."""
+"""sample.py end to end: rebuilds the model from a run's checkpoint and never overwrites earlier samples (once as a
+user runs it, then through the same entry point in this process)."""
 
 import json
 
@@ -8,19 +9,19 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from diffusion_lab.runs import fresh_dir, load_run
+from diffusion_lab.checkpoints import load_run
+from diffusion_lab.cli import sample_main
+from diffusion_lab.files import fresh_dir
+from diffusion_lab.images import save_grid
 from diffusion_lab.rng import seeded_generator
-from diffusion_lab.sample import save_grid
-
-pytestmark = pytest.mark.slow
-
 
 def read_samples(folder):
     data = np.load(folder / "samples.npz")
     return data["images"], json.loads(str(data["settings"]))
 
 
-def test_sample_writes_npz_and_grid_and_never_overwrites(tiny_run):
+@pytest.mark.slow
+def test_sample_writes_npz_and_grid_and_never_overwrites(tiny_run, run_in_process):
     args = ["sampler=ddim", "steps=5", "n=6", "batch_size=4", "seed=3", f"ckpt={tiny_run}", "progress=false"]
     first = run_cli("sample.py", *args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -31,25 +32,27 @@ def test_sample_writes_npz_and_grid_and_never_overwrites(tiny_run):
     assert (folder / "grid.png").stat().st_size > 0
     before = (folder / "samples.npz").read_bytes()
 
-    second = run_cli("sample.py", *args)
+    second = run_in_process(sample_main, *args)
     assert second.returncode == 0, second.stderr[-3000:]
     again, _ = read_samples(tiny_run / "samples" / "ddim-5-n6-seed3-1")
     assert (folder / "samples.npz").read_bytes() == before  # the first output is untouched
     assert np.array_equal(images, again)  # and the seed reproduces it
 
 
-def test_ema_false_uses_the_raw_weights(tiny_run, tmp_path):
+@pytest.mark.slow
+def test_ema_false_uses_the_raw_weights(tiny_run, tmp_path, run_in_process):
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     for ema, key in ((True, "state_dict"), (False, "current_model_state")):
         module, cfg, run_dir = load_run(tiny_run / "checkpoints" / "last.ckpt", ema=ema)
         assert run_dir == tiny_run and cfg.T == 50 and not module.training
         assert all(torch.equal(v, ckpt[key][k]) for k, v in module.state_dict().items())
-    result = run_cli("sample.py", f"ckpt={tiny_run}", "steps=3", "n=2", "ema=false", f"out_dir={tmp_path / 'raw'}",
-                     "progress=false")
+    result = run_in_process(sample_main, f"ckpt={tiny_run}", "steps=3", "n=2", "ema=false",
+                            f"out_dir={tmp_path / 'raw'}", "progress=false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_samples(tmp_path / "raw")[1]["ema"] is False
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_work_with_distinct_noise(tiny_run, tmp_path):
     result = run_cli("sample.py", f"ckpt={tiny_run}", "sampler=dpm_solver", "steps=4", "n=5", "devices=2",
                      "accelerator=cpu", f"out_dir={tmp_path / 'ddp'}", "progress=false")

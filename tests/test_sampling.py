@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas, linear_betas
 from diffusion_lab.sampling import DDPMSampler
@@ -49,11 +48,11 @@ def test_one_step_at_t500_with_the_oracle_has_the_moments_of_q_x499_given_x0():
 
 @pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
-def test_step_matches_diffusers_ddpm_scheduler(make_betas, variance):
+def test_step_matches_diffusers_ddpm_scheduler(diffusers, make_betas, variance):
     T = 1000
     diffusion = GaussianDiffusion(make_betas(T))
     sampler = DDPMSampler(diffusion, variance=variance)
-    ref = DDPMScheduler(num_train_timesteps=T, trained_betas=diffusion.betas.numpy(), variance_type=variance,
+    ref = diffusers.DDPMScheduler(num_train_timesteps=T, trained_betas=diffusion.betas.numpy(), variance_type=variance,
                         clip_sample=False)
     ref.set_timesteps(T)
     assert ref.timesteps.tolist() == sampler.timesteps
@@ -101,17 +100,17 @@ def test_unknown_variance_is_refused():
 
 # --- fewer steps than T: spacing, respaced DDPM, DDIM, DPM-Solver++(2M) ---------------------------------
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 
-from diffusion_lab.sampling import SPACINGS, DDIMSampler, DPMSolverSampler, spaced_timesteps  # noqa: E402
+from diffusion_lab.rules import SPACINGS  # noqa: E402
+from diffusion_lab.sampling import DDIMSampler, DPMSolverSampler, spaced_timesteps  # noqa: E402
 
 STEP_COUNTS = [50, 100, 200]
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("K", [2, 7, 50, 100, 200, 333, 1000])
-def test_spacing_matches_diffusers_and_covers_the_chain(spacing, K):
-    ref = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+def test_spacing_matches_diffusers_and_covers_the_chain(diffusers, spacing, K):
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
     ref.set_timesteps(K)
     ours = spaced_timesteps(1000, K, spacing)
     assert ours == ref.timesteps.tolist()
@@ -129,7 +128,7 @@ def test_one_linspace_step_starts_from_noise_not_from_t0():
 def test_bad_spacing_and_step_counts_are_refused():
     with pytest.raises(ValueError, match="sampler.spacing='even': allowed values are trailing, linspace, leading"):
         spaced_timesteps(1000, 50, "even")
-    with pytest.raises(ValueError, match=r"steps=2000: allowed values are 1..T=1000"):
+    with pytest.raises(ValueError, match=r"steps=2000: 2000 not allowed; step counts are integers 1..T=1000"):
         spaced_timesteps(1000, 2000)
     with pytest.raises(ValueError, match="sampler.eta=1.5"):
         DDIMSampler(GaussianDiffusion(linear_betas(1000)), eta=1.5)
@@ -188,9 +187,9 @@ def run_reference(scheduler, timesteps, noise, generator_seed):
 @pytest.mark.parametrize("spacing", ["trailing", "leading"])  # uniform strides: diffusers steps by T // K
 @pytest.mark.parametrize("K", STEP_COUNTS)
 @pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
-def test_respaced_ddpm_matches_diffusers(make_betas, K, spacing):
+def test_respaced_ddpm_matches_diffusers(diffusers, make_betas, K, spacing):
     diffusion = GaussianDiffusion(make_betas(1000))
-    ref = DDPMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
                         timestep_spacing=spacing)
     ref.set_timesteps(K)
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -202,9 +201,9 @@ def test_respaced_ddpm_matches_diffusers(make_betas, K, spacing):
 @pytest.mark.parametrize("spacing", ["trailing", "leading"])
 @pytest.mark.parametrize("K", STEP_COUNTS)
 @pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
-def test_ddim_matches_diffusers(make_betas, K, spacing, eta):
+def test_ddim_matches_diffusers(diffusers, make_betas, K, spacing, eta):
     diffusion = GaussianDiffusion(make_betas(1000))
-    ref = DDIMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), clip_sample=False,
                         set_alpha_to_one=True, timestep_spacing=spacing)
     ref.set_timesteps(K)
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -218,10 +217,10 @@ def test_ddim_matches_diffusers(make_betas, K, spacing, eta):
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("K", [10, 20, 50])
 @pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
-def test_dpm_solver_matches_diffusers_2m(make_betas, K, spacing):
+def test_dpm_solver_matches_diffusers_2m(diffusers, make_betas, K, spacing):
     diffusion = GaussianDiffusion(make_betas(1000))
     sampler = DPMSolverSampler(diffusion, K, spacing)
-    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(),
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(),
                                       algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
                                       final_sigmas_type="zero", lower_order_final=True)
     ref.set_timesteps(timesteps=sampler.timesteps)

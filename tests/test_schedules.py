@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas, linear_betas, sigmoid_betas
 from diffusion_lab.errors import ConfigError
@@ -38,11 +37,11 @@ def test_sigmoid_schedule_decreases_to_noise():
     assert alphas_cumprod[-1] < 1e-2
 
 
-def reference_scheduler(schedule: str, T: int) -> DDPMScheduler:
+def reference_scheduler(diffusers, schedule: str, T: int):
     if schedule == "linear":
-        return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear",
+        return diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule="linear",
                              beta_start=1e-4 * 1000 / T, beta_end=0.02 * 1000 / T)
-    return DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2")
+    return diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2")
 
 
 SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
@@ -50,9 +49,9 @@ SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("T", [1000, 200])
-def test_schedule_quantities_match_diffusers(schedule, T):
+def test_schedule_quantities_match_diffusers(diffusers, schedule, T):
     ours = GaussianDiffusion(SCHEDULES[schedule](T))
-    ref = reference_scheduler(schedule, T)
+    ref = reference_scheduler(diffusers, schedule, T)
     assert torch.allclose(ours.betas, ref.betas, rtol=1e-5, atol=1e-7)
     assert torch.allclose(ours.alphas_cumprod, ref.alphas_cumprod, rtol=1e-4, atol=1e-7)
     ref_variance = torch.stack([ref._get_variance(t) for t in range(T)])

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from conftest import TINY_TRAIN, run_cli
-from diffusion_lab.config import short_name
+from diffusion_lab.resolvers import short_name
 
 SWEEP = [*TINY_TRAIN, "trainer.max_epochs=1", "~callbacks.figures", "quality.final_steps=[]"]
 
@@ -40,16 +40,23 @@ def test_wandb_groups_a_sweep_and_tags_its_choices(compose_cfg):
 
 
 @pytest.mark.slow
-def test_ddp_inside_a_multirun_runs_each_job_once_with_two_processes(tiny_data, tmp_path):
-    result = run_cli("train.py", "-m", *SWEEP, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "schedule=linear,cosine", "logger=csv", cwd=tmp_path, data=tiny_data)
+def test_ddp_trains_with_two_processes_inside_a_multirun_each_job_once(tiny_data, tmp_path):
+    result = run_cli("train.py", "-m", *TINY_TRAIN, "trainer.max_epochs=1", "~callbacks.figures", "trainer=ddp",
+                     "trainer.accelerator=cpu", "trainer.devices=2", "quality.final_n=7", "schedule=linear,cosine",
+                     "logger=csv", cwd=tmp_path, data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = job_dirs(tmp_path)  # the child processes neither re-ran the sweep nor made directories of their own
     assert [p.name[:2] for p in jobs] == ["0-", "1-"]
     summaries = [json.loads((job / "summary.json").read_text()) for job in jobs]
     assert [s["run_name"] for s in summaries] == ["mnist-linear-T50-unet_tiny", "mnist-cosine-T50-unet_tiny"]
-    assert all(s["world_size"] == 2 and s["optimizer_steps"] == 4 for s in summaries)
+    assert all(s["world_size"] == 2 and s["optimizer_steps"] == 4 and s["images_seen"] == 4 * 32 * 2
+               for s in summaries)
     assert len(list(tmp_path.glob("multirun/*/*"))) == 1 and not (tmp_path / "outputs").exists()
+    for job, summary in zip(jobs, summaries):  # rank 0 alone wrote the checkpoint, the grids and the summary
+        assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["last.ckpt", "step0000004.ckpt"]
+        assert (job / "samples" / "final_ddpm-50.png").exists() and (job / "samples" / "final_ddim-50.png").exists()
+        (final,) = summary["quality"]["results"]  # each rank sampled 4, the gathered features were cut to exactly 7
+        assert final["n"] == 7 and final["steps"] == 50
 
 
 def test_step_study_preset_is_a_multirun_over_datasets_and_schedules(compose_cfg):

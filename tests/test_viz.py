@@ -7,14 +7,21 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from conftest import ROOT, one_line_error
 from diffusion_lab import viz
+from diffusion_lab.config import CONFIG_DIR
+from diffusion_lab.config_checks import check_viz_config
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.errors import ConfigError, error_line
+from diffusion_lab.images import class_rows
 from diffusion_lab.models import UNet
+from diffusion_lab.plotting import save
 from diffusion_lab.sampling import DDIMSampler, DDPMSampler
+from diffusion_lab.viz.__main__ import main as viz_main
 
 T = 20
 
@@ -60,7 +67,7 @@ FIGURES = {
 def test_figure_saves_a_png_of_figsize_times_dpi(setup, tmp_path, name):
     fig = FIGURES[name](*setup)
     width, height = fig.get_size_inches() * fig.dpi
-    path = viz.save(fig, tmp_path / f"{name}.png")
+    path = save(fig, tmp_path / f"{name}.png")
     assert path.stat().st_size > 0
     with Image.open(path) as image:
         assert image.size == (round(width), round(height))
@@ -129,14 +136,14 @@ def test_one_shot_is_predict_x0_and_iterative_from_t0_is_one_ddpm_step(setup):
 
 def test_class_rows_put_each_class_on_its_own_row_filled_with_blanks():
     images = torch.arange(7.0).reshape(7, 1, 1, 1)  # image i holds the value i
-    rows, per_class = viz.class_rows(images, torch.tensor([0, 1, 2, 0, 1, 2, 0]), blank=-1.0)
+    rows, per_class = class_rows(images, torch.tensor([0, 1, 2, 0, 1, 2, 0]), blank=-1.0)
     assert per_class == 3
     assert rows.flatten().tolist() == [0, 3, 6, 1, 4, -1, 2, 5, -1]
 
 
 def test_steps_comparison_rejects_bad_choices(setup):
     net, diffusion, x0 = setup
-    with pytest.raises(ConfigError, match="allowed values are ddpm, ddim, dpm_solver"):
+    with pytest.raises(ConfigError, match="allowed values are ddim, ddpm, dpm_solver"):
         viz.steps_comparison(net, diffusion, x0, samplers=("ddpm", "euler"))
     with pytest.raises(ConfigError, match=r"steps=\[5, 50\]"):
         viz.steps_comparison(net, diffusion, x0, steps=(5, 50))
@@ -147,43 +154,56 @@ def viz_cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-@pytest.mark.slow
-def test_cli_writes_six_pngs_and_never_overwrites(tiny_run):
-    def snapshot():  # every figure folder of the run: training itself wrote viz/
-        return {p.relative_to(tiny_run): p.read_bytes() for p in tiny_run.glob("viz*/*.png")}
+def figure_folders(run) -> dict:
+    """Every figure of a run, by path: training itself wrote viz/."""
+    return {p.relative_to(run): p.read_bytes() for p in run.glob("viz*/*.png")}
 
+
+@pytest.mark.slow
+def test_cli_writes_six_pngs_into_a_new_folder(tiny_run):
     names = sorted(f"{name}.png" for name in viz.FIGURES)
     assert sorted(p.name for p in (tiny_run / "viz").iterdir()) == names
-    before = snapshot()
-    first = viz_cli(f"ckpt={tiny_run}")
-    assert first.returncode == 0, first.stderr[-3000:]
+    before = figure_folders(tiny_run)
+    result = viz_cli(f"ckpt={tiny_run}", "steps=[10,100]", "samplers=[ddim]", "n_seeds=2")
+    assert result.returncode == 0, result.stderr[-3000:]
     (out,) = {p.parent for p in tiny_run.glob("viz*/*.png")} - {tiny_run / p.parent for p in before}
     assert out.name.startswith("viz-") and sorted(p.name for p in out.iterdir()) == names
-    assert first.stdout.split() == [str(out / f"{name}.png") for name in viz.FIGURES]
-    assert "steps [100, 200] skipped" in first.stderr
-    assert "test images" in first.stderr  # the tiny data set is still there: real x_0
-    before = snapshot()
+    assert result.stdout.split() == [str(out / f"{name}.png") for name in viz.FIGURES]
+    assert "steps [100] skipped" in result.stderr
+    assert "test images" in result.stderr  # the tiny data set is still there: real x_0
 
-    second = viz_cli(f"ckpt={tiny_run / 'checkpoints' / 'last.ckpt'}", "steps=[10]", "samplers=[ddim]")
-    assert second.returncode == 0, second.stderr[-3000:]
-    after = snapshot()
+
+def test_figures_of_a_run_never_overwrite_earlier_ones(tiny_run):
+    before = figure_folders(tiny_run)
+    paths = viz.write_all(tiny_run / "checkpoints" / "last.ckpt", steps=[10], samplers=["ddim"], n_seeds=1)
+    after = figure_folders(tiny_run)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing written before was touched
-    assert len(after) == len(before) + len(names)
+    assert len(after) == len(before) + len(viz.FIGURES) and all(p.exists() for p in paths)
 
 
-def test_cli_unknown_key_exits_2_with_one_error_line_naming_it():
-    result = viz_cli("ckpt=x", "colour=red")
-    error = one_line_error(result)
+def test_cli_unknown_key_exits_2_with_one_error_line_naming_it(run_in_process):
+    error = one_line_error(run_in_process(viz_main, "ckpt=x", "colour=red"))
     assert "colour" in error and "allowed keys are ckpt, out, seed, steps, samplers, ema, n_seeds" in error
 
 
-@pytest.mark.parametrize("argv,key", [(["seed=1"], "ckpt"), (["ckpt=x", "seed=abc"], "seed"),
-                                      (["ckpt=x", "steps=[ten]"], "steps")])
-def test_parse_args_names_the_bad_key(argv, key):
-    with pytest.raises(ConfigError, match=rf"^{key}"):
-        viz.parse_args(argv)
+def compose_viz(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("viz", overrides=list(overrides))
 
 
-def test_parse_args_merges_over_the_defaults():
-    args = viz.parse_args(["ckpt=run", "steps=[10,20]", "samplers=[ddim]", "ema=false"])
-    assert (args.ckpt, args.steps, args.samplers, args.ema, args.seed) == ("run", [10, 20], ["ddim"], False, 0)
+@pytest.mark.parametrize("overrides,key", [(["seed=1"], "ckpt"), (["ckpt=.", "seed=abc"], "seed"),
+                                           (["ckpt=.", "steps=[ten]"], "steps")])
+def test_the_checks_name_the_bad_key(tmp_path, overrides, key):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").touch()  # a run directory, as far as the checks can tell
+    with pytest.raises(Exception) as info:
+        check_viz_config(compose_viz(*[o.replace("ckpt=.", f"ckpt={tmp_path}") for o in overrides]))
+    message, status = error_line(info.value)
+    assert message.startswith(key) and status == 2, message
+
+
+def test_arguments_merge_over_the_defaults():
+    cfg = compose_viz("ckpt=run", "steps=[10,20]", "samplers=[ddim]", "ema=false")
+    assert (cfg.ckpt, list(cfg.steps), list(cfg.samplers), cfg.ema, cfg.seed, cfg.n_seeds) == (
+        "run", [10, 20], ["ddim"], False, 0, 4)
