@@ -122,9 +122,9 @@ def _train(settings: FeatureNetSettings, data_dir: str | Path, device) -> tuple[
             loss.backward()
             optimizer.step()
             schedule.step()
+        test_accuracy = accuracy(net, test_images, test_labels)
         log.info("feature net %s: epoch %d/%d, loss %.4f, test accuracy %.4f", settings.dataset, epoch + 1,
-                 settings.epochs, loss.item(), accuracy(net, test_images, test_labels))
-    test_accuracy = accuracy(net, test_images, test_labels)
+                 settings.epochs, loss.item(), test_accuracy)
     return net.cpu().eval(), test_accuracy
 
 
