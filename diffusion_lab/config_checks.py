@@ -96,7 +96,7 @@ VIZ_RULES = {
     "steps": EVALUATE_RULES["steps"],
     "samplers": EVALUATE_RULES["samplers"],
     "ema": rules.BOOLEAN,
-    "n_seeds": integer(1),
+    "n_seeds": rules.IMAGE_COUNT,
 }
 FEATURE_NET_RULES = {
     "epochs": integer(1, special=(None,)),

@@ -199,7 +199,7 @@ def write_all(path_or_run, out_dir=None, seed: int = 0, steps=(50, 100, 200), sa
               ema: bool = True, n_seeds: int = 4) -> list[Path]:
     """`draw_all` for a trained run (default folder `<run>/viz`), with its first `n_seeds` test images as x_0,
     or samples from the model where the data set cannot be read."""
-    rules.integer(1).check("n_seeds", n_seeds)
+    rules.IMAGE_COUNT.check("n_seeds", n_seeds)
     module, cfg, run_dir = load_run(path_or_run, ema=ema)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
