@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_method
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
 from diffusion_lab import config_checks
@@ -21,15 +21,16 @@ from diffusion_lab.errors import ConfigError, causes, one_line_errors
 from diffusion_lab.resume import resume_command
 
 
-def entry_point(command: Callable[[list[str]], list[str]] = list):
-    """Run a `hydra.main` function on `command(sys.argv)`, with Hydra's own errors (raised, not printed, with
-    HYDRA_FULL_ERROR) turned into one line as well."""
+def entry_point(config_name: str, command: Callable[[list[str]], list[str]] = list):
+    """Run a `hydra.main` function of conf/<config_name>.yaml on `command(sys.argv)`, with Hydra's own errors
+    (raised, not printed, with HYDRA_FULL_ERROR) turned into one line as well."""
 
     def wrap(main):
         @functools.wraps(main)
         def run():
             os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-            with one_line_errors():
+            primary = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / f"{config_name}.yaml"))
+            with one_line_errors({k: v for k, v in primary.items() if k not in ("defaults", "hydra")}):
                 sys.argv = command(sys.argv)
                 return main()
 
@@ -49,7 +50,8 @@ def hydra_command(config_name: str, check: Callable[[DictConfig], None], work: C
             return (get_method(work) if isinstance(work, str) else work)(cfg)
 
     main.__name__ = main.__qualname__ = f"{config_name}_main"
-    return entry_point()(hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(main))
+    return entry_point(config_name)(hydra.main(version_base="1.3", config_path=CONFIG_DIR,
+                                               config_name=config_name)(main))
 
 
 @contextmanager
@@ -88,7 +90,7 @@ def relaunch_this_job_only() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-@entry_point(resume_command)
+@entry_point("config", resume_command)
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def train_main(cfg: DictConfig) -> float | None:
     """Trains one run; returns its final `val/fid@<quality.steps>` (or None) for sweepers that optimise it."""

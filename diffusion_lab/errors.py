@@ -4,6 +4,7 @@
 import difflib
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
 
@@ -25,9 +26,11 @@ def causes(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
-def error_line(err: BaseException) -> tuple[str, int] | None:
+def error_line(err: BaseException, command_keys: Mapping | None = None) -> tuple[str, int] | None:
     """(one-line message, exit status) for the errors a user can fix from the command line, else None: ours,
-    a missing mandatory value, and Hydra's (unknown key, unknown group option, unparsable override)."""
+    a missing mandatory value, and Hydra's (unknown key, unknown group option, a config group the command does
+    not use, unparsable override). `command_keys`, the command's own top-level keys and their defaults, give
+    the last of these its "did you mean"."""
     # Hydra's and OmegaConf's exception types, imported only here: the maths and the network raise
     # ConfigError too, and stay importable without Hydra.
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -42,6 +45,8 @@ def error_line(err: BaseException) -> tuple[str, int] | None:
         if isinstance(cause, MissingConfigException) and cause.options:
             group, _, choice = (cause.missing_cfg_file or "").rpartition("/")
             return f"{group}={choice}: no such option; allowed values are {', '.join(cause.options)}", 2
+        if isinstance(cause, ConfigCompositionException) and (group := _unused_group(str(cause))):
+            return _unused_group_line(*group, command_keys or {}), 2
         if isinstance(cause, OverrideParseException):
             reason = cause.message.splitlines()[1 if cause.message.startswith("Error parsing") else 0]
             return f"{cause.override}: cannot parse this override ({reason}); write key=value", 2
@@ -55,14 +60,32 @@ def error_line(err: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def _unused_group(message: str) -> tuple[str, str] | None:
+    """(group, option) of Hydra's "Could not override '<group>'. No match in the defaults list."."""
+    found = re.match(r"Could not override '([^']+)'\. No match in the defaults list", message)
+    option = re.search(r"use \+\S+?=(\S+)", message)
+    return (found.group(1), option.group(1) if option else "...") if found else None
+
+
+def _unused_group_line(group: str, option: str, command_keys: Mapping) -> str:
+    near = difflib.get_close_matches(group, list(command_keys), n=1)
+    hint = ""
+    if near:
+        value = f"[{option}]" if isinstance(command_keys[near[0]], Sequence) and not isinstance(
+            command_keys[near[0]], str) else option
+        hint = f" (did you mean {near[0]}={value}?)"
+    allowed = f"; allowed keys are {', '.join(command_keys)}" if command_keys else ""
+    return f"{group}={option}: this command takes no {group} option{hint}{allowed}"
+
+
 @contextmanager
-def one_line_errors():
+def one_line_errors(command_keys: Mapping | None = None):
     """Turn an error a user can fix (see `error_line`) into `error: <message>` on stderr and a non-zero exit
     status (2: a bad input, 3: training went wrong); anything else keeps its traceback."""
     try:
         yield
     except Exception as err:
-        found = error_line(err)
+        found = error_line(err, command_keys)
         if found is None:
             raise
         print(f"error: {found[0]}", file=sys.stderr)

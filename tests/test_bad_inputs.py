@@ -15,6 +15,7 @@ import torch
 
 from conftest import TINY_TRAIN, one_line_error, run_cli
 from diffusion_lab import cli, report
+from diffusion_lab.viz.__main__ import main as viz_main
 
 # (script, arguments, the parts the one line must contain). {run}: a finished run; {outputs}: the folder that
 # holds it (train.py writes there); {truncated}, {edited}, {foreign}: bad checkpoint files beside it.
@@ -64,6 +65,9 @@ CASES = [
     ("evaluate.py", ["ckpt={run}", "samplers=[euler]"], ["samplers", "allowed values are non-empty lists of ddim, ddpm, dpm_solver"]),
     ("evaluate.py", ["ckpt={run}", "n=1"], ["n=1", "allowed values are integers >= 2"]),
     ("evaluate.py", ["ckpt={run}", "stesp=[5]"], ["stesp", "did you mean steps?", "allowed keys are"]),
+    ("evaluate.py", ["ckpt={run}", "sampler=ddim"], ["sampler=ddim", "did you mean samplers=[ddim]?"]),
+    # python -m diffusion_lab.viz: a config group the command does not use
+    ("viz", ["ckpt={run}", "model=unet_tiny"], ["model=unet_tiny", "takes no model option", "allowed keys are ckpt"]),
     # report.py
     ("report.py", ["{outputs}/nothing-here"], ["nothing-here", "no such run or multirun directory"]),
     ("report.py", ["--bogus"], ["--bogus", "allowed options are"]),
@@ -71,7 +75,7 @@ CASES = [
 
 
 MAINS = {"train.py": cli.train_main, "sample.py": cli.sample_main, "evaluate.py": cli.evaluate_main,
-         "report.py": report.main}
+         "report.py": report.main, "viz": viz_main}
 # Run as subprocesses too: a Hydra error, a value refused once torch is loaded (its run directory removed), a bad
 # checkpoint, a typo in evaluate.py's keys, and argparse's error in report.py.
 IN_A_SUBPROCESS = ["train.py trainr.max_epochs=3", "train.py T=10", "sample.py ckpt={truncated}",
