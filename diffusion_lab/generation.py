@@ -12,6 +12,7 @@ from torch import nn
 
 from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.images import to_pixels
+from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import Sampler
 
 
@@ -29,13 +30,18 @@ class Share:
         return math.ceil(self.n / self.world_size)
 
     @property
+    def first(self) -> int:
+        """The global index of this process's first image."""
+        return self.rank * self.per_rank
+
+    @property
     def total(self) -> int:
         """Images drawn by all processes together (n, or a few more)."""
         return self.per_rank * self.world_size
 
     def mine(self, per_image: torch.Tensor | None, device=None) -> torch.Tensor | None:
         """This process's rows of a tensor of `total` rows (a class per image, say), on `device`."""
-        return None if per_image is None else per_image[self.rank * self.per_rank:][:self.per_rank].to(device)
+        return None if per_image is None else per_image[self.first:][:self.per_rank].to(device)
 
     def gather(self, x: torch.Tensor, all_gather: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Every process's `x` in rank order, cut to exactly n rows."""
@@ -63,14 +69,15 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def generate(denoiser: Denoiser, sampler: Sampler, n: int, image_shape, generator: torch.Generator, batch_size: int,
-             device, progress: bool = False, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """n images as uint8 (n, C, H, W), drawn in batches from one noise stream; image i of class `labels[i]`
-    when given."""
+def generate(denoiser: Denoiser, sampler: Sampler, n: int, image_shape, seed: int, batch_size: int, device,
+             progress: bool = False, labels: torch.Tensor | None = None, first: int = 0) -> torch.Tensor:
+    """Images first … first + n − 1 as uint8 (n, C, H, W), drawn in batches; image i from its own noise stream
+    (`ImageNoise`, keyed by seed and i), so it does not depend on the batch size or on which process draws it,
+    and of class `labels[i − first]` when given."""
     batches = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        noise = torch.randn(b, *image_shape, generator=generator, device=device)
+        noise = ImageNoise(seed, range(first + start, first + start + b), device)
         model = denoiser if labels is None else denoiser.for_labels(labels[start:start + b])
-        batches.append(to_pixels(sampler.sample(model, noise, generator, progress=progress)))
+        batches.append(to_pixels(sampler.sample(model, noise.randn(image_shape), noise, progress=progress)))
     return torch.cat(batches)

@@ -15,7 +15,7 @@ from diffusion_lab.errors import TrainingError
 from diffusion_lab.generation import eval_mode
 from diffusion_lab.images import to_model_space
 from diffusion_lab.rng import TRAIN_NOISE, rng_states, seeded_generator, set_rng_states
-from diffusion_lab.sampling import DDPMSampler, Sampler
+from diffusion_lab.sampling import DDPMSampler, Noise, Sampler
 
 VAL_BUCKETS = 10
 
@@ -189,7 +189,7 @@ class DiffusionModule(pl.LightningModule):
         return Denoiser(self.net, self.diffusion, labels, guidance_scale)
 
     def sample(
-        self, noise: torch.Tensor, generator: torch.Generator | None = None, sampler: Sampler | None = None,
+        self, noise: torch.Tensor, generator: Noise = None, sampler: Sampler | None = None,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Images in [-1, 1] from `noise` (x at the sampler's first timestep), of class `labels` for a

@@ -2,18 +2,34 @@
 stream depends only on its key (seed, purpose, position), never on what ran before it or on the process count."""
 
 import random
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 # Purposes, the second entry of a key, so that streams of different uses never coincide.
-TRAIN_ORDER, TRAIN_NOISE = 101, 102
+TRAIN_ORDER, TRAIN_NOISE, IMAGE_NOISE = 101, 102, 103
 
 
 def seeded_generator(*key: int, device="cpu") -> torch.Generator:
     """A generator whose stream is fixed by `key` (e.g. seed, rank, purpose) and independent of other keys'."""
     state = int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator(device).manual_seed(state)
+
+
+class ImageNoise:
+    """One noise stream per generated image, keyed (seed, IMAGE_NOISE, image index): every draw gives each image
+    of a batch the next normal numbers of its own stream. An image's starting noise and its per-step noise are
+    then the same whatever batch it is drawn in, whichever process draws it and whatever was drawn before, so
+    settings evaluated on the same seed compare image by image. Samplers take it in place of a generator."""
+
+    def __init__(self, seed: int, indices: Iterable[int], device="cpu"):
+        self.generators = [seeded_generator(seed, IMAGE_NOISE, int(i), device=device) for i in indices]
+
+    def randn(self, image_shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A batch (one row per image) of standard normal noise of `image_shape`."""
+        return torch.stack([torch.randn(image_shape, generator=g, device=g.device, dtype=dtype)
+                            for g in self.generators])
 
 
 def rng_states() -> dict:

@@ -14,7 +14,6 @@ from diffusion_lab.checkpoints import load_run
 from diffusion_lab.files import fresh_dir, write_json_atomic
 from diffusion_lab.generation import Share, generate, launch
 from diffusion_lab.images import requested_classes, save_grid
-from diffusion_lab.rng import seeded_generator
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,8 @@ def sample_run(cfg: DictConfig) -> Path | None:
     mine = share.mine(labels, fabric.device)
     start = time.perf_counter()
     images = generate(module.denoiser(mine, cfg.guidance_scale), sampler, share.per_rank, module.image_shape,
-                      seeded_generator(cfg.seed, fabric.global_rank, device=fabric.device), cfg.batch_size, fabric.device,
-                      progress=cfg.progress and fabric.is_global_zero, labels=mine)
+                      cfg.seed, cfg.batch_size, fabric.device, progress=cfg.progress and fabric.is_global_zero,
+                      labels=mine, first=share.first)
     images = share.gather(images, fabric.all_gather).cpu()
     seconds = time.perf_counter() - start
     if not fabric.is_global_zero:

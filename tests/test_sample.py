@@ -11,9 +11,13 @@ from PIL import Image
 from conftest import run_cli
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.cli import sample_main
+from diffusion_lab.diffusion import Denoiser, GaussianDiffusion, cosine_betas
 from diffusion_lab.files import fresh_dir
+from diffusion_lab.generation import Share, generate
 from diffusion_lab.images import save_grid
+from diffusion_lab.models import UNet
 from diffusion_lab.rng import seeded_generator
+from diffusion_lab.sampling import DDPMSampler
 
 def read_samples(folder):
     data = np.load(folder / "samples.npz")
@@ -53,13 +57,36 @@ def test_ema_false_uses_the_raw_weights(tiny_run, tmp_path, run_in_process):
 
 
 @pytest.mark.slow
-def test_two_processes_split_the_work_with_distinct_noise(tiny_run, tmp_path):
-    result = run_cli("sample.py", f"ckpt={tiny_run}", "sampler=dpm_solver", "steps=4", "n=5", "devices=2",
-                     "accelerator=cpu", f"out_dir={tmp_path / 'ddp'}", "progress=false")
+def test_two_processes_split_the_work_and_draw_the_images_one_process_draws(tiny_run, tmp_path, run_in_process):
+    args = [f"ckpt={tiny_run}", "sampler=ddpm", "steps=4", "n=5", "accelerator=cpu", "progress=false"]
+    result = run_cli("sample.py", *args, "devices=2", f"out_dir={tmp_path / 'ddp'}")
     assert result.returncode == 0, result.stderr[-3000:]
     images, settings = read_samples(tmp_path / "ddp")
     assert images.shape == (5, 28, 28) and settings["world_size"] == 2  # 3 + 3 drawn, exactly 5 kept
-    assert len(np.unique(images.reshape(5, -1), axis=0)) == 5  # rank 1 drew its own noise: no image twice
+    assert len(np.unique(images.reshape(5, -1), axis=0)) == 5  # each image its own noise: no image twice
+    one = run_in_process(sample_main, *args, "devices=1", "batch_size=2", f"out_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert np.array_equal(read_samples(tmp_path / "one")[0], images)  # image i: stream (seed, i), wherever drawn
+
+
+def test_an_image_is_the_same_whatever_batch_or_process_draws_it():
+    """Image i has its own noise stream (seed, i): 12 images drawn in one batch, in batches of 5, or as two
+    processes' shares of 6 (in batches of 4) are the same images, exactly, with a stochastic sampler."""
+    torch.manual_seed(0)
+    net = UNet(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=()).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.05)  # the output layer starts at zero: make ε_θ non-trivial
+    diffusion = GaussianDiffusion(cosine_betas(20))
+    sampler, denoiser = DDPMSampler(diffusion, steps=5), Denoiser(net, diffusion)
+
+    def draw(n: int, batch_size: int, first: int = 0) -> torch.Tensor:
+        return generate(denoiser, sampler, n, (1, 28, 28), 3, batch_size, "cpu", first=first)
+
+    whole = draw(12, 12)
+    shares = [Share(12, rank, 2) for rank in (0, 1)]
+    assert torch.equal(draw(12, 5), whole)
+    assert torch.equal(torch.cat([draw(s.per_rank, 4, s.first) for s in shares]), whole)
+    assert len(torch.unique(whole.flatten(1), dim=0)) == 12  # and each image its own
+    assert not torch.equal(generate(denoiser, sampler, 12, (1, 28, 28), 4, 12, "cpu"), whole)  # another seed
 
 
 def test_rank_streams_are_distinct_and_reproducible():

@@ -4,7 +4,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from torchvision.utils import make_grid, save_image
@@ -14,7 +13,7 @@ from diffusion_lab.callbacks.drawing import log_image, require_after_ema
 from diffusion_lab.generation import Share
 from diffusion_lab.images import grid_layout, requested_classes
 from diffusion_lab.plotting import image_axes, save, show
-from diffusion_lab.rng import seeded_generator
+from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import DDPMSampler, Sampler
 
 
@@ -26,8 +25,8 @@ class SampleGrid(Callback):
     image i is asked for class i % C (no guidance) and each grid has one row per class.
 
     It must come after the EMA callback: its hooks (validation start, train end) then run while the EMA
-    weights are swapped or copied into the model. Under DDP each rank samples its share from its own noise
-    stream (seeded by seed and rank) and rank 0 writes the gathered grids.
+    weights are swapped or copied into the model. Image i draws from its own noise stream (seed, i), as sample.py
+    and evaluate.py draw it; under DDP each rank samples its share and rank 0 writes the gathered grids.
     """
 
     def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1,
@@ -64,14 +63,14 @@ class SampleGrid(Callback):
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
         device, rank = pl_module.device, trainer.global_rank
         share = Share(self.n_images, rank, trainer.world_size)
-        noise = torch.randn(share.per_rank, *pl_module.image_shape, device=device,
-                            generator=seeded_generator(self.seed, rank, 0, device=device))
+        images_of_mine = range(share.first, share.first + share.per_rank)
         classes = requested_classes(None, pl_module.num_classes, share.total)
         mine = share.mine(classes, device)
         samples = {}
-        for sampler in self.samplers(pl_module):  # every sampler gets the same noise, and the same z stream
-            generator = seeded_generator(self.seed, rank, 1, device=device)
-            images = share.gather(pl_module.sample(noise, generator, sampler, mine), pl_module.all_gather)
+        for sampler in self.samplers(pl_module):  # every sampler: the same streams, from their start
+            noise = ImageNoise(self.seed, images_of_mine, device)
+            start = noise.randn(pl_module.image_shape)
+            images = share.gather(pl_module.sample(start, noise, sampler, mine), pl_module.all_gather)
             samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
                 images, classes[: self.n_images] if classes is not None else None, blank=1.0)
         if not trainer.is_global_zero:

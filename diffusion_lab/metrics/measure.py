@@ -10,7 +10,6 @@ from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.generation import Share, generate
 from diffusion_lab.images import requested_classes
 from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics, class_accuracy
-from diffusion_lab.rng import seeded_generator
 from diffusion_lab.sampling import Sampler
 
 COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
@@ -21,16 +20,17 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
             batch_size: int, device, rank: int = 0, world_size: int = 1,
             all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
             inception: InceptionFID | None = None) -> dict:
-    """Sample n images with `sampler` and score them (with `inception` too, when given). With several
-    processes, rank r draws its `Share` from its own noise stream (seed, r); the features are gathered rank by
-    rank and exactly the first n are scored, on every rank, so no image is counted twice.
+    """Sample n images with `sampler` and score them (with `inception` too, when given). Image i has its own
+    noise stream (seed, i), the same in every setting; with several processes, rank r draws its `Share`, the
+    features are gathered rank by rank and exactly the first n are scored, on every rank, so no image is
+    counted twice.
     For a class-conditional network, image i is asked for class i % C, with the denoiser's guidance, and the
     result adds how often the data set's classifier assigns the class asked for, overall and per class."""
     share = Share(n, rank, world_size)
     classes = requested_classes(None, getattr(denoiser.net, "num_classes", None), share.total)
     start = time.perf_counter()
-    images = generate(denoiser, sampler, share.per_rank, image_shape, seeded_generator(seed, rank, device=device),
-                      batch_size, device, labels=share.mine(classes, device))
+    images = generate(denoiser, sampler, share.per_rank, image_shape, seed, batch_size, device,
+                      labels=share.mine(classes, device), first=share.first)
     features, probabilities = (share.gather(x, all_gather) for x in metrics.features(images))
     seconds = time.perf_counter() - start
     result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features, probabilities),

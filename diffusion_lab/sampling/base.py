@@ -8,7 +8,11 @@ from tqdm.auto import tqdm
 
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.diffusion.parameterization import x0_from
+from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling.spacing import spaced_timesteps
+
+
+Noise = torch.Generator | ImageNoise | None  # where a stochastic step's z comes from
 
 
 class Sampler(ABC):
@@ -43,11 +47,11 @@ class Sampler(ABC):
         """Forget state carried between steps (multistep solvers); called before every chain."""
 
     @abstractmethod
-    def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, generator: Noise) -> torch.Tensor:
         """The next x, given x at `timesteps[i]` and the model's ε prediction there."""
 
     @torch.inference_mode()
-    def sample(self, model: nn.Module, noise: torch.Tensor, generator: torch.Generator | None = None,
+    def sample(self, model: nn.Module, noise: torch.Tensor, generator: Noise = None,
                progress: bool = False, callback=None) -> torch.Tensor:
         """Run the chain from `noise` (x at timesteps[0]) to x_0 (unclipped); `callback(i, x)` sees each new x."""
         self.reset()
@@ -60,5 +64,8 @@ class Sampler(ABC):
         return x
 
     @staticmethod
-    def noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def noise_like(x: torch.Tensor, generator: Noise) -> torch.Tensor:
+        """z ~ N(0, I) of x's shape: from the generator, or each image's own stream (`ImageNoise`)."""
+        if isinstance(generator, ImageNoise):
+            return generator.randn(x.shape[1:], x.dtype)
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
