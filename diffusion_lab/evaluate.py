@@ -57,7 +57,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     data_dir = cfg.data_dir or run_cfg.dataset.data_dir
     with fabric.rank_zero_first():  # rank 0 trains and caches the feature net and the real features when missing
         metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
-                                             cfg.feature_net.epochs, device=fabric.device)
+                                             cfg.feature_net.epochs, device=fabric.device, resamples=cfg.resamples)
     inception = None
     if cfg.inception_weights:
         real, _ = load_split(run_cfg.dataset.name, data_dir, train=False, download=False)

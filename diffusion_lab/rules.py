@@ -102,6 +102,7 @@ BATCH_SIZE = integer(1)
 IMAGE_COUNT = integer(1)  # images to draw
 SCORED_COUNT = integer(2)  # images to score: FID needs two
 EVERY_N_EPOCHS = integer(1)
+RESAMPLES = integer(0)  # bootstrap replicates behind a confidence interval; 0: none
 
 
 def check_step_counts(key: str, steps: Any, T: int) -> None:

@@ -10,7 +10,8 @@ from diffusion_lab.cli import evaluate_main
 pytestmark = pytest.mark.slow
 
 KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
-        "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second"}
+        "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second",
+        "fid_ci", "precision_ci", "recall_ci", "coverage_ci", "class_entropy_ci"}
 
 
 def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_in_process):

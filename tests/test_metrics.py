@@ -12,6 +12,7 @@ from conftest import REAL_DATA, one_line_error
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import feature_net as fn
+from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net.__main__ import main as feature_net_main
 from diffusion_lab.metrics.quality import (InceptionFID, QualityMetrics, class_accuracy, class_coverage, coverage,
                                            precision_recall)
@@ -103,10 +104,44 @@ def test_quality_metrics_report_everything_and_kid_is_near_zero_for_one_distribu
     torch.manual_seed(1)  # the global stream plays no part: the same images score the same
     assert metrics(same) == near
     assert set(near) == {"fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy", "class_entropy_max",
-                         "classes_below_half", "confidence", "n"}
+                         "classes_below_half", "confidence", "n", "fid_ci", "precision_ci", "recall_ci", "coverage_ci",
+                         "class_entropy_ci"}
+    assert near["precision_ci"][0] <= near["precision"] <= near["precision_ci"][1] <= 1.0
     assert near["n"] == 600
     assert abs(near["kid_mean"]) < 3 * near["kid_std"] + 1e-4 and far["kid_mean"] > 10 * abs(near["kid_mean"])
     assert far["fid"] > 10 * near["fid"] and far["precision"] == 0.0
+
+
+def gaussian_fid_intervals(n: int, draws: int, d: int = 8, shift: float = 0.3, scale: float = 1.2, seed: int = 0):
+    """(true Fréchet distance, [(low, high) of the 95 % interval of each draw]) for n real features ~ N(0, I) and
+    n generated ones ~ N(shift, scale²·I) in d dimensions, from the statistic QualityMetrics bootstraps."""
+    g = torch.Generator().manual_seed(seed)
+    truth = d * shift ** 2 + d * (1 - scale) ** 2  # ‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2(Σ1Σ2)^½)
+    found = []
+    for _ in range(draws):
+        real = torch.randn(n, d, generator=g, dtype=torch.float64)
+        fake = torch.randn(n, d, generator=g, dtype=torch.float64) * scale + shift
+        fid = QualityMetrics(Identity(d), real).frechet_distance(fake)
+        found.append(uncertainty.intervals({"fid": (fid, 0.0, float("inf"))}, n, n, resamples=200,
+                                           seed=int(torch.randint(2**31, (1,), generator=g)))["fid_ci"])
+    return truth, found
+
+
+def test_the_fid_interval_covers_the_true_distance_and_narrows_as_one_over_root_n():
+    truth, found = gaussian_fid_intervals(1000, 100)
+    covered = sum(low <= truth <= high for low, high in found)
+    assert covered >= 85, covered  # 95 % intervals: at least 85 of 100
+    widths = {n: np.mean([high - low for low, high in gaussian_fid_intervals(n, 10, seed=n)[1]]) for n in (250, 4000)}
+    assert 2.5 < widths[250] / widths[4000] < 6.5, widths  # 16 times the images: about a quarter of the width
+
+
+def test_an_interval_of_the_same_images_is_the_same_and_of_a_constant_has_zero_width():
+    share = uncertainty.share(torch.ones(50, dtype=torch.bool))
+    statistics = {"share": (lambda real, fake: share(fake), 0.0, 1.0)}
+    assert uncertainty.intervals(statistics, 30, 50) == {"share_ci": [1.0, 1.0]}
+    fid = QualityMetrics(Identity(4), torch.randn(60, 4)).frechet_distance(torch.randn(60, 4) + 1)
+    once, again = (uncertainty.intervals({"fid": (fid, 0.0, float("inf"))}, 60, 60) for _ in range(2))
+    assert once == again and once["fid_ci"][0] < once["fid_ci"][1]
 
 
 def test_feature_net_is_trained_once_then_loaded_from_its_cache(tiny_data, tmp_path, monkeypatch):

@@ -33,10 +33,12 @@ class SampleQuality(Callback):
     def __init__(self, dataset: str, data_dir: str, sampler: Callable[..., Sampler], steps: int = 50, n: int = 1000,
                  every_n_epochs: int = 5, final_steps: Sequence[int] = (), final_n: int = 1000, real_n: int = 10_000,
                  seed: int = 0, batch_size: int = 500, feature_net_epochs: int | None = None,
-                 feature_net_cache_dir: str | None = None):
+                 feature_net_cache_dir: str | None = None, resamples: int = 200):
         for key, value in (("quality.n", n), ("quality.final_n", final_n), ("quality.real_n", real_n)):
             rules.SCORED_COUNT.check(key, value)
         rules.EVERY_N_EPOCHS.check("quality.every_n_epochs", every_n_epochs)
+        rules.RESAMPLES.check("quality.resamples", resamples)
+        self.resamples = resamples
         self.dataset, self.data_dir, self.sampler, self.steps, self.n = dataset, data_dir, sampler, steps, n
         self.every_n_epochs, self.final_steps, self.final_n = every_n_epochs, list(final_steps), final_n
         self.real_n, self.seed, self.batch_size = real_n, seed, batch_size
@@ -55,7 +57,7 @@ class SampleQuality(Callback):
         if trainer.global_rank > 0:
             trainer.strategy.barrier()  # rank 0 trains and caches the feature net and real features when missing
         self.metrics = QualityMetrics.for_dataset(self.dataset, self.data_dir, self.real_n, device=pl_module.device,
-                                                  **self.feature_net)
+                                                  resamples=self.resamples, **self.feature_net)
         if trainer.global_rank == 0:
             trainer.strategy.barrier()
         self.summary = {"quality": {"feature_net": self.metrics.record, "real_n": len(self.metrics.real_features),

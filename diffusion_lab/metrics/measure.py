@@ -9,7 +9,7 @@ import torch
 from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.generation import Share, generate
 from diffusion_lab.images import requested_classes
-from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics, class_accuracy
+from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics
 from diffusion_lab.sampling import Sampler
 
 COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
@@ -33,11 +33,11 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
                       labels=share.mine(classes, device), first=share.first)
     features, probabilities = (share.gather(x, all_gather) for x in metrics.features(images))
     seconds = time.perf_counter() - start
-    result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features, probabilities),
+    asked = classes[:n] if classes is not None else None
+    result = {"sampler": sampler.name, "steps": sampler.num_steps, **metrics.score(features, probabilities, asked),
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 2)}
     if classes is not None:
-        result |= {"guidance_scale": denoiser.guidance_scale,
-                   **class_accuracy(probabilities, classes[:n].to(probabilities.device))}
+        result["guidance_scale"] = denoiser.guidance_scale
     if inception is not None:
         result["inception_fid"] = inception(share.gather(images, all_gather))
     return result
@@ -45,15 +45,21 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
 
 def results_table(results: list[dict]) -> str:
     """The results as a fixed-width text table, one row per sampler and step count."""
-    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'KID':>20}{'prec':>7}{'recall':>7}{'cover':>7}{'entropy':>8}" \
-             f"{'conf':>6}{'s/1k img':>10}"
+    header = f"{'sampler':<11}{'steps':>6}{'FID':>10}{'FID 95% CI':>22}{'KID':>20}{'prec':>7}{'recall':>7}{'cover':>7}" \
+             f"{'entropy':>8}{'conf':>6}{'s/1k img':>10}"
     header += f"{'w':>6}{'class acc':>10}" if "class_accuracy" in results[0] else ""
-    rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.4g}{r['kid_mean']:>11.4g} ±{r['kid_std']:<7.2g}"
+    rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['fid']:>10.4g}{interval(r.get('fid_ci')):>22}"
+            f"{r['kid_mean']:>11.4g} ±{r['kid_std']:<7.2g}"
             f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['coverage']:>7.3f}{r['class_entropy']:>8.3f}"
             f"{r['confidence']:>6.3f}"
             f"{1000 * r['seconds'] / r['n']:>10.1f}"
             + (f"{r['guidance_scale']:>6g}{r['class_accuracy']:>10.3f}" if "class_accuracy" in r else "") for r in results]
     return "\n".join([header, *rows])
+
+
+def interval(ci: list[float] | None) -> str:
+    """`[low, high]` to 4 significant digits, or `-` where no interval was computed."""
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-"
 
 
 def log_to_wandb(run, results: list[dict], prefix: str = "eval") -> None:

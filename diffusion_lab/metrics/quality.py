@@ -11,6 +11,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net import load_feature_net, real_features
 
 
@@ -25,30 +26,44 @@ def knn_radii(features: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor
 
 
 @torch.no_grad()
-def manifold_coverage(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> float:
-    """Share of `queries` inside at least one ball (support point, its k-NN radius)."""
+def inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor,
+                    chunk: int = 2048) -> torch.Tensor:
+    """For each of `queries`: whether it lies inside at least one ball (support point, its k-NN radius)."""
     inside = []
     for start in range(0, len(queries), chunk):
         d = torch.cdist(queries[start:start + chunk], support)
         inside.append((d <= radii[None]).any(1))
-    return torch.cat(inside).float().mean().item()
+    return torch.cat(inside)
+
+
+def manifold_indicators(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Improved precision and recall's per-image terms (Kynkäänniemi et al. 2019): whether each fake feature lies
+    inside the real manifold (k-NN balls around real features), and each real one inside the fake manifold."""
+    real, fake = real.double(), fake.double()
+    return inside_manifold(fake, real, knn_radii(real, k)), inside_manifold(real, fake, knn_radii(fake, k))
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019): precision is the share of fake features inside
-    the real manifold (k-NN balls around real features), recall the share of real ones inside the fake one."""
-    real, fake = real.double(), fake.double()
-    return (manifold_coverage(fake, real, knn_radii(real, k)), manifold_coverage(real, fake, knn_radii(fake, k)))
+    """Improved precision (the share of fake features inside the real manifold) and recall (the share of real
+    ones inside the fake manifold)."""
+    in_real, in_fake = manifold_indicators(real, fake, k)
+    return in_real.float().mean().item(), in_fake.float().mean().item()
 
 
 @torch.no_grad()
-def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> float:
-    """Coverage (Naeem et al. 2020): the share of real features whose k-NN ball (among the real ones) holds at
-    least one fake feature. Unlike recall it ignores outlying fakes, so one stray sample cannot inflate it."""
+def covered(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> torch.Tensor:
+    """Coverage's per-image term (Naeem et al. 2020): whether each real feature's k-NN ball (among the real
+    ones) holds at least one fake feature."""
     real, fake = real.double(), fake.double()
     radii = knn_radii(real, k)
     nearest_fake = torch.cat([torch.cdist(real[s:s + chunk], fake).amin(1) for s in range(0, len(real), chunk)])
-    return (nearest_fake <= radii).double().mean().item()
+    return nearest_fake <= radii
+
+
+def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> float:
+    """Coverage: the share of real features whose k-NN ball holds a fake one. Unlike recall it ignores outlying
+    fakes, so one stray sample cannot inflate it."""
+    return covered(real, fake, k).double().mean().item()
 
 
 def class_coverage(probabilities: torch.Tensor) -> dict[str, float]:
@@ -95,8 +110,10 @@ class QualityMetrics:
     """
 
     def __init__(self, feature_net: nn.Module, real_features: torch.Tensor, k: int = 3, kid_subsets: int = 10,
-                 kid_subset_size: int = 1000, batch_size: int = 1000, record: dict | None = None):
+                 kid_subset_size: int = 1000, batch_size: int = 1000, record: dict | None = None,
+                 resamples: int = 200):
         self.net, self.k, self.batch_size, self.record = feature_net.eval(), k, batch_size, record
+        self.resamples = resamples  # bootstrap replicates behind each interval; 0: no intervals
         self.kid_subset_size = kid_subset_size
         self.real_features = real_features.detach().cpu()
         given = PrecomputedFeatures(real_features.shape[1])
@@ -124,8 +141,10 @@ class QualityMetrics:
         return features, self.net.head(features).softmax(1)
 
     @torch.no_grad()
-    def score(self, features: torch.Tensor, probabilities: torch.Tensor) -> dict[str, float]:
-        """FID, KID, precision/recall, coverage and class coverage of generated images given their features."""
+    def score(self, features: torch.Tensor, probabilities: torch.Tensor, asked: torch.Tensor | None = None) -> dict:
+        """FID, KID, precision/recall, coverage and class coverage of generated images given their features, and
+        how often the classifier finds the class each was `asked` for (when given); each but KID (which has its
+        subsets' std) with its 95 % bootstrap interval, `<metric>_ci`."""
         features, probabilities = features.cpu(), probabilities.cpu()
         self.fid.reset()
         self.kid.reset()
@@ -135,12 +154,37 @@ class QualityMetrics:
         with torch.random.fork_rng(devices=[]):  # KID's random subsets: the same for the same features
             torch.manual_seed(0)
             kid_mean, kid_std = self.kid.compute()
-        precision, recall = precision_recall(self.real_features, features, self.k)
-        return {
+        in_real, in_fake = manifold_indicators(self.real_features, features, self.k)
+        is_covered = covered(self.real_features, features)
+        result = {
             "fid": self.fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item(),
-            "precision": precision, "recall": recall, "coverage": coverage(self.real_features, features),
-            **class_coverage(probabilities), "n": len(features),
+            "precision": in_real.float().mean().item(), "recall": in_fake.float().mean().item(),
+            "coverage": is_covered.double().mean().item(), **class_coverage(probabilities), "n": len(features),
         }
+        predicted, num_classes = probabilities.argmax(1), probabilities.shape[1]
+        precision, recall, coverage_ = (uncertainty.share(x) for x in (in_real, in_fake, is_covered))
+        entropy = uncertainty.histogram_entropy(predicted, num_classes)
+        statistics = {  # name: (statistic of the (real, generated) resampling counts, its range)
+            "fid": (self.frechet_distance(features), 0.0, float("inf")),
+            "precision": (lambda real, fake: precision(fake), 0.0, 1.0),
+            "recall": (lambda real, fake: recall(real), 0.0, 1.0),
+            "coverage": (lambda real, fake: coverage_(real), 0.0, 1.0),
+            "class_entropy": (lambda real, fake: entropy(fake), 0.0, result["class_entropy_max"]),
+        }
+        if asked is not None:
+            result |= class_accuracy(probabilities, asked.cpu())
+            hits = uncertainty.share(predicted == asked.cpu())
+            statistics["class_accuracy"] = (lambda real, fake: hits(fake), 0.0, 1.0)
+        if self.resamples:
+            result |= uncertainty.intervals(statistics, len(self.real_features), len(features), self.resamples)
+        return result
+
+    def frechet_distance(self, features: torch.Tensor) -> uncertainty.Statistic:
+        """FID of `features` against the real set, each image counted as often as its resampling count (the
+        statistic the bootstrap replicates)."""
+        real, fake = self.real_features.double(), features.double()
+        return lambda real_counts, fake_counts: uncertainty.frechet_distance(*uncertainty.moments(real, real_counts),
+                                                                            *uncertainty.moments(fake, fake_counts))
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
         return self.score(*self.features(images))
