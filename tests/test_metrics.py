@@ -190,7 +190,7 @@ def mnist_metrics(tmp_path_factory):
     """MNIST's own feature space (a one-epoch feature net, ~40 s on 2 cores: accuracy ~0.98) and 2,000 test images."""
     if not (REAL_DATA / "MNIST" / "raw").is_dir():
         pytest.skip("needs MNIST under DIFFUSION_LAB_DATA")
-    return QualityMetrics.for_dataset("mnist", REAL_DATA, real_n=2000, epochs=1,
+    return QualityMetrics.for_dataset("mnist", REAL_DATA, real_n=2000, epochs=1, resamples=0,  # no intervals here
                                       cache_dir=tmp_path_factory.mktemp("feature_cache"))
 
 
