@@ -15,7 +15,8 @@ from diffusion_lab.files import fresh_dir, write_json_atomic
 from diffusion_lab.generation import launch
 from diffusion_lab.loggers import wandb_mode
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
-from diffusion_lab.metrics.measure import log_to_wandb, measure, results_table
+from diffusion_lab.metrics import uncertainty
+from diffusion_lab.metrics.measure import comparisons, log_to_wandb, measure, paired_table, results_table, setting_name
 from diffusion_lab.plotting import figure, save
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,23 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if not module.num_classes and list(cfg.guidance_scales) != [0.0]:
         raise ConfigError(f"guidance_scales={list(cfg.guidance_scales)}: this run is unconditional; allowed: [0.0] "
                           "(or a run trained with model.num_classes=10)")
-    results = []
+    results, features = [], {}
     for w in cfg.guidance_scales:
         for name, factory in factories.items():
             for steps in cfg.steps:
-                results.append(measure(module.denoiser(guidance_scale=w), factory(module.diffusion, steps=steps),
-                                       metrics, cfg.n, module.image_shape, cfg.seed, cfg.batch_size, fabric.device,
-                                       fabric.global_rank, fabric.world_size, fabric.all_gather, inception))
-                log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, steps, w, results[-1]["fid"],
-                         results[-1]["seconds"])
+                result, features_of_setting = measure(
+                    module.denoiser(guidance_scale=w), factory(module.diffusion, steps=steps), metrics, cfg.n,
+                    module.image_shape, cfg.seed, cfg.batch_size, fabric.device, fabric.global_rank,
+                    fabric.world_size, fabric.all_gather, inception, return_features=True)
+                results.append(result)
+                features[setting_name(result)] = features_of_setting.cpu()
+                log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, steps, w, result["fid"], result["seconds"])
     if not fabric.is_global_zero:
         return None
+    pairs = comparisons(results)
+    paired = uncertainty.paired_differences({k: metrics.frechet_distance(v) for k, v in features.items()}, pairs,
+                                            len(metrics.real_features), cfg.n, resamples=cfg.resamples) \
+        if cfg.resamples and pairs else []
     out = fresh_dir(run_dir / "eval")
     write_json_atomic(out / "eval.json", {
         "ckpt": str(cfg.ckpt), "run_name": run_cfg.get("run_name"), "T": T, "ema": cfg.ema, "seed": cfg.seed,
@@ -83,7 +90,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         "feature_space": f"penultimate layer of a {run_cfg.dataset.name} classifier (not Inception-v3)",
         "inception_weights": cfg.inception_weights,
         "samplers": {name: OmegaConf.to_container(option_config("sampler", name)) for name in factories},
-        "results": results,
+        "results": results, "paired": paired,
     })
     for key in ("fid", "kid_mean"):
         save(plot_against_steps([r for r in results if r.get("guidance_scale", 0) == cfg.guidance_scales[0]], key),
@@ -92,6 +99,9 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         for key in ("fid", "class_accuracy"):
             save(plot_against_guidance(results, key), out / f"{key}_vs_guidance.png")
     print(results_table(results))
+    if paired:
+        print(f"\npaired differences of FID (the same {cfg.n} seeds; * the 95 % interval excludes 0):")
+        print(paired_table(paired))
     if cfg.wandb:
         import wandb  # only when the results go to W&B: importing it takes seconds
 

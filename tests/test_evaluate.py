@@ -25,6 +25,9 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_
         ("ddim", 5), ("ddim", 10), ("dpm_solver", 5), ("dpm_solver", 10)]
     assert all(set(r) == KEYS and r["n"] == 24 and r["fid"] >= 0 for r in report["results"])
     assert report["real_n"] == 48 and "not Inception" in report["feature_space"]
+    assert [(p["setting"], p["against"]) for p in report["paired"]] == [  # image i has the same noise in every row
+        ("ddim-5", "ddim-10"), ("dpm_solver-5", "dpm_solver-10"), ("ddim-5", "dpm_solver-5"), ("ddim-10", "dpm_solver-10")]
+    assert all(p["ci"][0] <= p["diff"] <= p["ci"][1] or p["distinguishable"] for p in report["paired"])
     assert report["samplers"]["ddim"]["eta"] == 0.0
     assert (out / "fid_vs_steps.png").stat().st_size > 0 and (out / "kid_mean_vs_steps.png").stat().st_size > 0
     lines = first.stdout.splitlines()

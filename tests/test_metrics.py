@@ -144,6 +144,22 @@ def test_an_interval_of_the_same_images_is_the_same_and_of_a_constant_has_zero_w
     assert once == again and once["fid_ci"][0] < once["fid_ci"][1]
 
 
+def test_a_paired_difference_of_a_setting_with_itself_is_exactly_zero_and_a_real_one_is_found():
+    g = torch.Generator().manual_seed(0)
+    real, noise = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g)
+    metrics = QualityMetrics(Identity(4), real)
+    fids = {"a": metrics.frechet_distance(noise + 0.5), "a again": metrics.frechet_distance(noise + 0.5),
+            "b": metrics.frechet_distance(noise + 0.6)}
+    same, nearby = uncertainty.paired_differences(fids, [("a again", "a"), ("b", "a")], 400, 400)
+    assert (same["diff"], same["ci"], same["distinguishable"]) == (0.0, [0.0, 0.0], False)
+    # The same noise shifted by 0.6 against 0.5 (ΔFID = 4·(0.36 − 0.25) = 0.44 in the population): the paired
+    # images tell the two apart, although their unpaired intervals overlap.
+    assert nearby["distinguishable"] and 0 < nearby["ci"][0] <= nearby["diff"] <= nearby["ci"][1]
+    assert nearby["diff"] == pytest.approx(0.44, abs=0.1)
+    apart = [uncertainty.intervals({"fid": (fids[k], 0.0, float("inf"))}, 400, 400)["fid_ci"] for k in ("a", "b")]
+    assert apart[0][1] > apart[1][0]
+
+
 def test_feature_net_is_trained_once_then_loaded_from_its_cache(tiny_data, tmp_path, monkeypatch):
     settings = dict(epochs=1, batch_size=32)
     net, record = fn.load_feature_net("mnist", tiny_data, tmp_path, **settings)

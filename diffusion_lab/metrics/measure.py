@@ -19,13 +19,14 @@ COLUMNS = ["sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recal
 def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: int, image_shape, seed: int,
             batch_size: int, device, rank: int = 0, world_size: int = 1,
             all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            inception: InceptionFID | None = None) -> dict:
+            inception: InceptionFID | None = None, return_features: bool = False) -> dict | tuple[dict, torch.Tensor]:
     """Sample n images with `sampler` and score them (with `inception` too, when given). Image i has its own
     noise stream (seed, i), the same in every setting; with several processes, rank r draws its `Share`, the
     features are gathered rank by rank and exactly the first n are scored, on every rank, so no image is
     counted twice.
     For a class-conditional network, image i is asked for class i % C, with the denoiser's guidance, and the
-    result adds how often the data set's classifier assigns the class asked for, overall and per class."""
+    result adds how often the data set's classifier assigns the class asked for, overall and per class. With
+    `return_features`, (result, the n images' features) for paired comparisons."""
     share = Share(n, rank, world_size)
     classes = requested_classes(None, getattr(denoiser.net, "num_classes", None), share.total)
     start = time.perf_counter()
@@ -40,7 +41,37 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
         result["guidance_scale"] = denoiser.guidance_scale
     if inception is not None:
         result["inception_fid"] = inception(share.gather(images, all_gather))
-    return result
+    return (result, features) if return_features else result
+
+
+def setting_name(result: dict) -> str:
+    """`ddim-50`, or `ddim-50-w2` for a guided setting."""
+    guided = f"-w{result['guidance_scale']:g}" if "guidance_scale" in result else ""
+    return f"{result['sampler']}-{result['steps']}{guided}"
+
+
+def comparisons(results: list[dict]) -> list[tuple[str, str]]:
+    """The pairs of settings to compare, at each guidance scale: every step count against the largest of its
+    sampler, and every sampler against each later one at equal steps."""
+    pairs = []
+    for w in dict.fromkeys(r.get("guidance_scale") for r in results):
+        rows = [r for r in results if r.get("guidance_scale") == w]
+        for name in dict.fromkeys(r["sampler"] for r in rows):
+            mine = [r for r in rows if r["sampler"] == name]
+            most = max(mine, key=lambda r: r["steps"])
+            pairs += [(setting_name(r), setting_name(most)) for r in mine if r is not most]
+        for steps in dict.fromkeys(r["steps"] for r in rows):
+            same = [setting_name(r) for r in rows if r["steps"] == steps]
+            pairs += [(a, b) for i, a in enumerate(same) for b in same[i + 1:]]
+    return pairs
+
+
+def paired_table(rows: list[dict]) -> str:
+    """The paired differences as text, `*` where the interval excludes 0."""
+    lines = [f"{'setting':<18}{'against':<18}{'metric':<8}{'diff':>10}{'95% CI':>22}"]
+    lines += [f"{r['setting']:<18}{r['against']:<18}{r['metric']:<8}{r['diff']:>10.4g}{interval(r['ci']):>22}"
+              + (" *" if r["distinguishable"] else "") for r in rows]
+    return "\n".join(lines)
 
 
 def results_table(results: list[dict]) -> str:

@@ -52,23 +52,50 @@ def histogram_entropy(predicted: torch.Tensor, num_classes: int) -> Callable[[to
     return entropy
 
 
-def intervals(statistics: dict[str, tuple[Statistic, float, float]], n_real: int, n_fake: int,
-              resamples: int = 200, seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
-    """`<name>_ci: [low, high]` for each `name: (statistic, lowest, highest value it can take)`: the basic
-    bootstrap interval from `resamples` replicates of both sets (the same replicates for every statistic, drawn
-    from a fixed seed), clipped to the statistic's range."""
+def basic_interval(estimate: float, replicates: torch.Tensor, level: float = LEVEL, lowest: float = -float("inf"),
+                   highest: float = float("inf")) -> list[float]:
+    """[2θ̂ − q_hi, 2θ̂ − q_lo] of the replicates' quantiles, clipped to [lowest, highest]."""
+    q_lo, q_hi = torch.quantile(replicates.double(), torch.tensor([(1 - level) / 2, (1 + level) / 2],
+                                                                  dtype=torch.float64)).tolist()
+    return [min(max(2 * estimate - q_hi, lowest), highest), min(max(2 * estimate - q_lo, lowest), highest)]
+
+
+def replicate(statistics: dict[str, Statistic], n_real: int, n_fake: int, resamples: int,
+              seed: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(each statistic on the sets as they are, its `resamples` bootstrap replicates): every replicate resamples
+    both sets once for all the statistics, from a fixed seed."""
     generator = torch.Generator().manual_seed(seed)
     replicates = {name: [] for name in statistics}
     for _ in range(resamples):
         real = torch.bincount(torch.randint(n_real, (n_real,), generator=generator), minlength=n_real)
         fake = torch.bincount(torch.randint(n_fake, (n_fake,), generator=generator), minlength=n_fake)
-        for name, (statistic, _, _) in statistics.items():
+        for name, statistic in statistics.items():
             replicates[name].append(statistic(real, fake))
-    ones_real, ones_fake = torch.ones(n_real), torch.ones(n_fake)
-    out = {}
-    for name, (statistic, lowest, highest) in statistics.items():
-        estimate = statistic(ones_real, ones_fake)
-        q_lo, q_hi = torch.quantile(torch.tensor(replicates[name], dtype=torch.float64),
-                                    torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
-        out[f"{name}_ci"] = [min(max(2 * estimate - q_hi, lowest), highest), min(max(2 * estimate - q_lo, lowest), highest)]
-    return out
+    estimates = {name: statistic(torch.ones(n_real), torch.ones(n_fake)) for name, statistic in statistics.items()}
+    return estimates, {name: torch.tensor(values, dtype=torch.float64) for name, values in replicates.items()}
+
+
+def intervals(statistics: dict[str, tuple[Statistic, float, float]], n_real: int, n_fake: int,
+              resamples: int = 200, seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
+    """`<name>_ci: [low, high]` for each `name: (statistic, lowest, highest value it can take)`: the basic
+    bootstrap interval of its replicates, clipped to the statistic's range."""
+    estimates, replicates = replicate({name: s for name, (s, _, _) in statistics.items()}, n_real, n_fake,
+                                      resamples, seed)
+    return {f"{name}_ci": basic_interval(estimates[name], replicates[name], level, lowest, highest)
+            for name, (_, lowest, highest) in statistics.items()}
+
+
+def paired_differences(statistics: dict[str, Statistic], pairs: list[tuple[str, str]], n_real: int, n_fake: int,
+                       metric: str = "fid", resamples: int = 200, seed: int = 0, level: float = LEVEL) -> list[dict]:
+    """For each (setting, against) of `pairs`: the difference of their statistics and its basic interval. Each
+    replicate draws one resampling of the real images and one of the image indices for all settings: image i
+    of every setting started from the same noise, so the settings are compared image by image. `distinguishable`
+    says whether the interval excludes 0 at this n."""
+    estimates, replicates = replicate(statistics, n_real, n_fake, resamples, seed)
+    rows = []
+    for setting, against in pairs:
+        diff = estimates[setting] - estimates[against]
+        ci = basic_interval(diff, replicates[setting] - replicates[against], level)
+        rows.append({"setting": setting, "against": against, "metric": metric, "diff": diff, "ci": ci,
+                     "distinguishable": ci[0] > 0 or ci[1] < 0})
+    return rows
