@@ -114,6 +114,7 @@ class QualityMetrics:
                  resamples: int = 200):
         self.net, self.k, self.batch_size, self.record = feature_net.eval(), k, batch_size, record
         self.resamples = resamples  # bootstrap replicates behind each interval; 0: no intervals
+        self._real_moments: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.kid_subset_size = kid_subset_size
         self.real_features = real_features.detach().cpu()
         given = PrecomputedFeatures(real_features.shape[1])
@@ -182,9 +183,16 @@ class QualityMetrics:
     def frechet_distance(self, features: torch.Tensor) -> uncertainty.Statistic:
         """FID of `features` against the real set, each image counted as often as its resampling count (the
         statistic the bootstrap replicates)."""
-        real, fake = self.real_features.double(), features.double()
-        return lambda real_counts, fake_counts: uncertainty.frechet_distance(*uncertainty.moments(real, real_counts),
+        fake = features.double()
+        return lambda real_counts, fake_counts: uncertainty.frechet_distance(*self.real_moments(real_counts),
                                                                             *uncertainty.moments(fake, fake_counts))
+
+    def real_moments(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real set's weighted moments, computed once per resampling: a replicate passes the same counts to
+        the FID of every setting it compares."""
+        if self._real_moments is None or self._real_moments[0] is not counts:
+            self._real_moments = (counts, uncertainty.moments(self.real_features, counts))
+        return self._real_moments[1]
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
         return self.score(*self.features(images))
