@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from conftest import REAL_DATA, one_line_error
 from diffusion_lab.data import load_split
@@ -14,8 +15,8 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import feature_net as fn
 from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net.__main__ import main as feature_net_main
-from diffusion_lab.metrics.quality import (InceptionFID, QualityMetrics, class_accuracy, class_coverage, coverage,
-                                           precision_recall)
+from diffusion_lab.metrics.quality import (InceptionFID, PrecomputedFeatures, QualityMetrics, class_accuracy,
+                                           class_coverage, coverage, precision_recall)
 
 linalg = pytest.importorskip("scipy.linalg")  # the independent reference for the Fréchet distance (test-only)
 
@@ -99,16 +100,17 @@ def test_quality_metrics_report_everything_and_kid_is_near_zero_for_one_distribu
     real = torch.randint(0, 256, (600, 1, 28, 28), dtype=torch.uint8)
     same = torch.randint(0, 256, (600, 1, 28, 28), dtype=torch.uint8)
     black = torch.zeros(600, 1, 28, 28, dtype=torch.uint8)
-    metrics = QualityMetrics(net, net.features(real), kid_subsets=20, kid_subset_size=200)
+    metrics = QualityMetrics(net, net.features(real), kid_subset_size=200)
     near, far = metrics(same), metrics(black)
     torch.manual_seed(1)  # the global stream plays no part: the same images score the same
     assert metrics(same) == near
-    assert set(near) == {"fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy", "class_entropy_max",
-                         "classes_below_half", "confidence", "n", "fid_ci", "precision_ci", "recall_ci", "coverage_ci",
-                         "class_entropy_ci"}
+    assert set(near) == {"fid", "fid_inf", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
+                         "class_entropy_max", "classes_below_half", "confidence", "n", "fid_ci", "fid_inf_ci", "kid_ci",
+                         "precision_ci", "recall_ci", "coverage_ci", "class_entropy_ci"}
     assert near["precision_ci"][0] <= near["precision"] <= near["precision_ci"][1] <= 1.0
     assert near["n"] == 600
     assert abs(near["kid_mean"]) < 3 * near["kid_std"] + 1e-4 and far["kid_mean"] > 10 * abs(near["kid_mean"])
+    assert far["kid_ci"][0] > near["kid_ci"][1]
     assert far["fid"] > 10 * near["fid"] and far["precision"] == 0.0
 
 
@@ -150,7 +152,8 @@ def test_a_paired_difference_of_a_setting_with_itself_is_exactly_zero_and_a_real
     metrics = QualityMetrics(Identity(4), real)
     fids = {"a": metrics.frechet_distance(noise + 0.5), "a again": metrics.frechet_distance(noise + 0.5),
             "b": metrics.frechet_distance(noise + 0.6)}
-    same, nearby = uncertainty.paired_differences(fids, [("a again", "a"), ("b", "a")], 400, 400)
+    settings = {name: {"fid": (fid, 0.0, float("inf"))} for name, fid in fids.items()}
+    _, (same, nearby) = uncertainty.bootstrap(settings, 400, 400, pairs=[("a again", "a"), ("b", "a")])
     assert (same["diff"], same["ci"], same["distinguishable"]) == (0.0, [0.0, 0.0], False)
     # The same noise shifted by 0.6 against 0.5 (ΔFID = 4·(0.36 − 0.25) = 0.44 in the population): the paired
     # images tell the two apart, although their unpaired intervals overlap.
@@ -158,6 +161,75 @@ def test_a_paired_difference_of_a_setting_with_itself_is_exactly_zero_and_a_real
     assert nearby["diff"] == pytest.approx(0.44, abs=0.1)
     apart = [uncertainty.intervals({"fid": (fids[k], 0.0, float("inf"))}, 400, 400)["fid_ci"] for k in ("a", "b")]
     assert apart[0][1] > apart[1][0]
+
+
+def test_kid_of_one_block_equals_torchmetrics_unbiased_mmd():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 16, generator=g), torch.randn(300, 16, generator=g) * 1.1 + 0.1
+    ours = QualityMetrics(Identity(16), real, kid_subset_size=300, resamples=0).score(fake, torch.eye(10)[:1].repeat(300, 1))
+    theirs = KernelInceptionDistance(feature=PrecomputedFeatures(16), subsets=1, subset_size=300)
+    theirs.update(real, real=True)
+    theirs.update(fake, real=False)
+    assert ours["kid_mean"] == pytest.approx(theirs.compute()[0].item(), rel=1e-4)
+    assert ours["kid_std"] is None  # one block: no spread to report
+
+
+def kid_statistic(metrics: QualityMetrics, fake: torch.Tensor):
+    """KID of `fake` as the statistic of the resampling counts that QualityMetrics bootstraps (the mean of its
+    blocks), with its range."""
+    blocks = metrics.kid_terms(fake)
+    return lambda real, fake_: float(np.mean(blocks(real, fake_))), -float("inf"), float("inf")
+
+
+def test_the_kid_interval_covers_the_population_value():
+    d, n = 8, 400
+    g = torch.Generator().manual_seed(0)
+    # The population value: the mean of 20 blocks of 1,000 (each an unbiased estimate).
+    big = QualityMetrics(Identity(d), torch.randn(20_000, d, generator=g), kid_subset_size=1000)
+    statistic, _, _ = kid_statistic(big, torch.randn(20_000, d, generator=g) * 1.2 + 0.1)
+    truth = statistic(torch.ones(20_000), torch.ones(20_000))
+    covered = 0
+    for _ in range(40):
+        metrics = QualityMetrics(Identity(d), torch.randn(n, d, generator=g))
+        kid = kid_statistic(metrics, torch.randn(n, d, generator=g) * 1.2 + 0.1)
+        low, high = uncertainty.intervals({"kid": kid}, n, n, seed=int(torch.randint(2**31, (1,), generator=g)))["kid_ci"]
+        covered += low <= truth <= high
+    assert covered >= 34, (covered, truth)  # 95 % intervals: at least 34 of 40
+
+
+def test_fid_infinity_of_two_samples_of_one_gaussian_is_near_zero_while_fid_at_small_n_is_not():
+    d, n = 8, 300
+    g = torch.Generator().manual_seed(0)
+    metrics = QualityMetrics(Identity(d), torch.randn(50_000, d, generator=g), resamples=0)
+    ones = torch.ones(50_000), torch.ones(n)
+    pairs = [[s(*ones) for s in metrics.frechet_distances(torch.randn(n, d, generator=g))] for _ in range(20)]
+    fid, fid_inf = np.mean(pairs, axis=0)
+    assert fid > 0.05 and abs(fid_inf) < 0.3 * fid, (fid, fid_inf)  # FID's bias at n = 300: 0.09 here
+
+
+def test_paired_differences_cover_every_metric_and_a_setting_against_itself_is_exactly_zero():
+    g = torch.Generator().manual_seed(0)
+    metrics = QualityMetrics(Identity(4), torch.randn(300, 4, generator=g), kid_subset_size=100)
+    fake, probabilities = torch.randn(300, 4, generator=g), torch.softmax(torch.randn(300, 10, generator=g), 1)
+    asked = torch.arange(300) % 10
+    settings = {name: metrics.statistics(fake, probabilities, asked) for name in ("a", "a again")}
+    cis, rows = uncertainty.bootstrap(settings, 300, 300, resamples=50, pairs=[("a again", "a")])
+    assert {r["metric"] for r in rows} == {"fid", "fid_inf", "kid", "precision", "recall", "coverage", "class_entropy",
+                                          "class_accuracy"}
+    assert all((r["diff"], r["ci"], r["distinguishable"]) == (0.0, [0.0, 0.0], False) for r in rows)
+    assert cis["a"] == cis["a again"] and set(cis["a"]) == {f"{r['metric']}_ci" for r in rows}
+
+
+def test_the_floor_fid_is_real_against_real_at_the_same_n_and_cached(tiny_data, tmp_path):
+    metrics = QualityMetrics.for_dataset("mnist", tiny_data, real_n=64, cache_dir=tmp_path, epochs=1, resamples=20)
+    floor = metrics.floor(32)
+    assert floor["floor_fid"] > 0 and floor["floor_fid_ci"][0] <= floor["floor_fid_ci"][1]
+    (cached,) = tmp_path.glob("floor_fid-mnist-*-real64-n32-r20.json")
+    cached.write_text(json.dumps({"floor_fid": 1.5}))
+    assert metrics.floor(32) == {"floor_fid": 1.5}  # read from the cache, not computed again
+    images, _ = load_split("mnist", tiny_data, train=True, download=False)
+    assert metrics.score(*metrics.features(images[:32]))["floor_fid"] == 1.5  # every score carries its floor
+    assert metrics.floor(10_000) == {}  # more than the 256 training images: no floor
 
 
 def test_feature_net_is_trained_once_then_loaded_from_its_cache(tiny_data, tmp_path, monkeypatch):

@@ -1,18 +1,24 @@
-"""Sample quality in a feature space: FID and KID (torchmetrics), improved precision and recall, coverage, class
-coverage;
-and, optionally, true Inception-v3 FID."""
+"""Sample quality in a feature space: FID (torchmetrics) and FID∞, KID, improved precision and recall, coverage,
+class coverage, FID's real-against-real floor; and, optionally, true Inception-v3 FID."""
 
+import json
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
+from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.files import write_json_atomic
 from diffusion_lab.metrics import uncertainty
-from diffusion_lab.metrics.feature_net import load_feature_net, real_features
+from diffusion_lab.metrics.feature_net import cache_dir_for, load_feature_net, real_features
+
+FID_INF_PARTS = 3  # FID∞ fits the FIDs of a third, two thirds and all of the images
+FID_INF_MIN_RATIO = 1  # FID∞ needs a third of the images to number at least this many times the features
 
 
 @torch.no_grad()
@@ -101,30 +107,61 @@ class PrecomputedFeatures(nn.Module):
         return features
 
 
+def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """KID's kernel (x·y/d + 1)³ (Bińkowski et al. 2018, as torchmetrics' defaults)."""
+    return (x @ y.T / x.shape[1] + 1) ** 3
+
+
+def kernel_blocks(n: int, block_size: int) -> list[slice]:
+    """KID's blocks: B = max(1, n // block_size) disjoint runs of n // B consecutive images."""
+    count = max(1, n // block_size)
+    m = n // count
+    return [slice(b * m, (b + 1) * m) for b in range(count)]
+
+
+def within(kernel: torch.Tensor, counts: torch.Tensor) -> float:
+    """The mean kernel value over pairs of two different images of one set, image i drawn `counts[i]` times: a
+    resampling's copies of one image are never paired with each other, so the replicate has no bias from them."""
+    c = counts.double()
+    pairs = float(c.sum() ** 2 - (c ** 2).sum())
+    if not pairs:  # a replicate of a tiny block can hold one image only
+        return 0.0
+    cf = counts.float()
+    return (float(c @ (kernel @ cf).double()) - float((c ** 2) @ kernel.diagonal().double())) / pairs
+
+
+def across(kernel: torch.Tensor, counts_rows: torch.Tensor, counts_columns: torch.Tensor) -> float:
+    """The mean kernel value between the draws of two sets."""
+    pairs = float(counts_rows.sum() * counts_columns.sum())
+    if not pairs:
+        return 0.0
+    return float(counts_rows.float().double() @ (kernel @ counts_columns.float()).double()) / pairs
+
+
 class QualityMetrics:
     """Every quality number for a set of generated images against a fixed real set, in one feature space.
 
     `feature_net` maps uint8 images (N, C, H, W) to features (`features`, `num_features` wide) and features
     to class logits (`head`); `real_features` are those of the real set (see `real_features`, which caches
-    them). Each image set goes through the network once; FID and KID are torchmetrics' on those features.
+    them). Each image set goes through the network once; FID is torchmetrics' on those features. Each number
+    is a statistic of the (real, generated) resampling counts, so the bootstrap gives its interval and paired
+    differences without scoring an image twice (`statistics`, `metrics.uncertainty`).
     """
 
-    def __init__(self, feature_net: nn.Module, real_features: torch.Tensor, k: int = 3, kid_subsets: int = 10,
-                 kid_subset_size: int = 1000, batch_size: int = 1000, record: dict | None = None,
-                 resamples: int = 200):
+    def __init__(self, feature_net: nn.Module, real_features: torch.Tensor, k: int = 3, kid_subset_size: int = 1000,
+                 batch_size: int = 1000, record: dict | None = None, resamples: int = 200,
+                 floor_source: dict | None = None):
         self.net, self.k, self.batch_size, self.record = feature_net.eval(), k, batch_size, record
         self.resamples = resamples  # bootstrap replicates behind each interval; 0: no intervals
-        self._real_moments: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.kid_subset_size = kid_subset_size
+        self.floor_source = floor_source  # {dataset, data_dir, cache_dir}: where real-against-real FIDs come from
         self.real_features = real_features.detach().cpu()
-        given = PrecomputedFeatures(real_features.shape[1])
+        self._real = OrderedDict()  # resampling counts -> the real set's moments, root and KID terms
+        self._real_kernels: dict[tuple, list[torch.Tensor]] = {}
         # Never synced across processes: under DDP every rank scores the same gathered features.
-        self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False, sync_on_compute=False)
-        self.kid = KernelInceptionDistance(feature=given, reset_real_features=False, subsets=kid_subsets,
-                                           subset_size=min(kid_subset_size, len(real_features)),
-                                           sync_on_compute=False)
+        self.fid = FrechetInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]),
+                                            reset_real_features=False, sync_on_compute=False)
         self.fid.update(self.real_features, real=True)
-        self.kid.update(self.real_features, real=True)
 
     @classmethod
     def for_dataset(cls, dataset: str, data_dir: str | Path, real_n: int = 10_000, cache_dir: str | Path | None = None,
@@ -133,7 +170,8 @@ class QualityMetrics:
         `device`, against the cached features of its first `real_n` test images."""
         net, record = load_feature_net(dataset, data_dir, cache_dir, device, epochs=epochs)
         real = real_features(net, record, data_dir, real_n, cache_dir)
-        return cls(net.to(device), real, record=record, **kwargs)
+        source = {"dataset": dataset, "data_dir": data_dir, "cache_dir": cache_dir}
+        return cls(net.to(device), real, record=record, floor_source=source, **kwargs)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,57 +180,173 @@ class QualityMetrics:
         return features, self.net.head(features).softmax(1)
 
     @torch.no_grad()
-    def score(self, features: torch.Tensor, probabilities: torch.Tensor, asked: torch.Tensor | None = None) -> dict:
-        """FID, KID, precision/recall, coverage and class coverage of generated images given their features, and
-        how often the classifier finds the class each was `asked` for (when given); each but KID (which has its
-        subsets' std) with its 95 % bootstrap interval, `<metric>_ci`."""
+    def score(self, features: torch.Tensor, probabilities: torch.Tensor, asked: torch.Tensor | None = None,
+              intervals: bool = True) -> dict:
+        """FID and its n-independent extrapolation FID∞, KID, precision/recall, coverage and class coverage of
+        generated images given their features, how often the classifier finds the class each was `asked` for
+        (when given), and FID's floor at this n; with `intervals` (and `resamples`), each with its 95 %
+        bootstrap interval, `<metric>_ci`."""
         features, probabilities = features.cpu(), probabilities.cpu()
         self.fid.reset()
-        self.kid.reset()
-        self.kid.subset_size = min(self.kid_subset_size, len(features), len(self.real_features))
         self.fid.update(features, real=False)
-        self.kid.update(features, real=False)
-        with torch.random.fork_rng(devices=[]):  # KID's random subsets: the same for the same features
-            torch.manual_seed(0)
-            kid_mean, kid_std = self.kid.compute()
-        in_real, in_fake = manifold_indicators(self.real_features, features, self.k)
-        is_covered = covered(self.real_features, features)
+        kid_blocks = self.kid_terms(features)
+        statistics = self.statistics(features, probabilities, asked, kid_blocks)
+        ones_real, ones_fake = torch.ones(len(self.real_features)), torch.ones(len(features))
+        per_block = kid_blocks(ones_real, ones_fake)
         result = {
-            "fid": self.fid.compute().item(), "kid_mean": kid_mean.item(), "kid_std": kid_std.item(),
-            "precision": in_real.float().mean().item(), "recall": in_fake.float().mean().item(),
-            "coverage": is_covered.double().mean().item(), **class_coverage(probabilities), "n": len(features),
-        }
-        predicted, num_classes = probabilities.argmax(1), probabilities.shape[1]
-        precision, recall, coverage_ = (uncertainty.share(x) for x in (in_real, in_fake, is_covered))
-        entropy = uncertainty.histogram_entropy(predicted, num_classes)
-        statistics = {  # name: (statistic of the (real, generated) resampling counts, its range)
-            "fid": (self.frechet_distance(features), 0.0, float("inf")),
-            "precision": (lambda real, fake: precision(fake), 0.0, 1.0),
-            "recall": (lambda real, fake: recall(real), 0.0, 1.0),
-            "coverage": (lambda real, fake: coverage_(real), 0.0, 1.0),
-            "class_entropy": (lambda real, fake: entropy(fake), 0.0, result["class_entropy_max"]),
+            "fid": self.fid.compute().item(),
+            "fid_inf": statistics["fid_inf"][0](ones_real, ones_fake) if "fid_inf" in statistics else None,
+            "kid_mean": sum(per_block) / len(per_block),
+            "kid_std": float(torch.tensor(per_block).std()) if len(per_block) > 1 else None,
+            **{name: statistics[name][0](ones_real, ones_fake) for name in ("precision", "recall", "coverage")},
+            **class_coverage(probabilities), "n": len(features),
         }
         if asked is not None:
             result |= class_accuracy(probabilities, asked.cpu())
+        if intervals and self.resamples:
+            result |= uncertainty.intervals(statistics, len(self.real_features), len(features), self.resamples)
+        return result | self.floor(len(features))
+
+    def statistics(self, features: torch.Tensor, probabilities: torch.Tensor, asked: torch.Tensor | None = None,
+                   kid_blocks: Callable | None = None) -> dict[str, tuple[uncertainty.Statistic, float, float]]:
+        """Each metric as a statistic of the (real, generated) resampling counts, with the range it can take:
+        what the bootstrap resamples (`uncertainty.bootstrap`). FID∞ needs 3 images per feature dimension."""
+        features, probabilities = features.cpu(), probabilities.cpu()
+        in_real, in_fake = manifold_indicators(self.real_features, features, self.k)
+        precision, recall, covered_ = (uncertainty.share(x) for x in (in_real, in_fake,
+                                                                    covered(self.real_features, features)))
+        predicted, num_classes = probabilities.argmax(1), probabilities.shape[1]
+        entropy = uncertainty.histogram_entropy(predicted, num_classes)
+        kid_blocks = kid_blocks or self.kid_terms(features)
+        fid, fid_inf = self.frechet_distances(features)
+        statistics = {
+            "fid": (fid, 0.0, float("inf")),
+            "fid_inf": (fid_inf, -float("inf"), float("inf")),
+            "kid": (lambda real, fake: sum(kid_blocks(real, fake)) / self.kid_block_count(features), -float("inf"),
+                    float("inf")),
+            "precision": (lambda real, fake: precision(fake), 0.0, 1.0),
+            "recall": (lambda real, fake: recall(real), 0.0, 1.0),
+            "coverage": (lambda real, fake: covered_(real), 0.0, 1.0),
+            "class_entropy": (lambda real, fake: entropy(fake), 0.0, math.log(num_classes)),
+        }
+        if asked is not None:
             hits = uncertainty.share(predicted == asked.cpu())
             statistics["class_accuracy"] = (lambda real, fake: hits(fake), 0.0, 1.0)
-        if self.resamples:
-            result |= uncertainty.intervals(statistics, len(self.real_features), len(features), self.resamples)
-        return result
+        if len(features) < FID_INF_PARTS * FID_INF_MIN_RATIO * features.shape[1]:
+            del statistics["fid_inf"]
+        return statistics
 
     def frechet_distance(self, features: torch.Tensor) -> uncertainty.Statistic:
         """FID of `features` against the real set, each image counted as often as its resampling count (the
         statistic the bootstrap replicates)."""
-        fake = features.double()
-        return lambda real_counts, fake_counts: uncertainty.frechet_distance(*self.real_moments(real_counts),
-                                                                            *uncertainty.moments(fake, fake_counts))
+        return self.frechet_distances(features)[0]
 
-    def real_moments(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real set's weighted moments, computed once per resampling: a replicate passes the same counts to
-        the FID of every setting it compares."""
-        if self._real_moments is None or self._real_moments[0] is not counts:
-            self._real_moments = (counts, uncertainty.moments(self.real_features, counts))
-        return self._real_moments[1]
+    def frechet_distance_infinity(self, features: torch.Tensor) -> uncertainty.Statistic:
+        """FID∞ (Chong & Forsyth 2020) of `features`: see `frechet_distances`."""
+        return self.frechet_distances(features)[1]
+
+    def frechet_distances(self, features: torch.Tensor,
+                          parts: int = FID_INF_PARTS) -> tuple[uncertainty.Statistic, uncertainty.Statistic]:
+        """(FID, FID∞) of `features` against the real set as statistics of the resampling counts; a replicate
+        computes the FIDs of the first 1, 2, …, `parts` equal runs of the images once for both.
+
+        FID∞ (Chong & Forsyth 2020) extrapolates those FIDs linearly in 1/n to n → ∞: FID's bias falls as 1/n,
+        so FID∞ can compare sets scored at different n. The real set stays whole (real_n images), so the bias
+        it brings remains in FID∞."""
+        fake = features.double()
+        runs = [slice(len(fake) * p // parts, len(fake) * (p + 1) // parts) for p in range(parts)]
+        last: dict = {}
+
+        def sums(real_counts: torch.Tensor, fake_counts: torch.Tensor) -> dict:
+            """The real set's terms and each run's weighted sums (Σc, Σc·x, Σc·xxᵀ) of the generated features
+            for this resampling: computed once for both statistics."""
+            key = (hash(real_counts.numpy().tobytes()), hash(fake_counts.numpy().tobytes()))
+            if last.get("key") != key:
+                c = fake_counts.double()
+                parts_sums = [(c[r].sum(), c[r] @ fake[r], (fake[r] * c[r, None]).T @ fake[r]) for r in runs]
+                last.clear()
+                last.update(key=key, real=self.real_terms(real_counts),
+                            cumulative=[torch.stack(x).cumsum(0) for x in zip(*parts_sums)])
+            return last
+
+        def fid_of_first(p: int, terms: dict) -> float:
+            """FID of the images of runs 0 … p against the real set (once per resampling)."""
+            if p not in terms.setdefault("fids", {}):
+                count, first, second = (x[p] for x in terms["cumulative"])
+                mean, cov = first / count, (second - torch.outer(first, first) / count) / (count - 1)
+                terms["fids"][p] = uncertainty.frechet_distance(*terms["real"]["moments"], mean, cov,
+                                                                root1=terms["real"]["root"])
+            return terms["fids"][p]
+
+        def fid(real_counts: torch.Tensor, fake_counts: torch.Tensor) -> float:
+            return fid_of_first(parts - 1, sums(real_counts, fake_counts))
+
+        def fid_inf(real_counts: torch.Tensor, fake_counts: torch.Tensor) -> float:
+            terms = sums(real_counts, fake_counts)
+            sizes = [float(count) for count in terms["cumulative"][0]]
+            return uncertainty.intercept_in_inverse_n(sizes, [fid_of_first(p, terms) for p in range(parts)])
+        return fid, fid_inf
+
+    def kid_block_count(self, features: torch.Tensor) -> int:
+        return len(kernel_blocks(min(len(features), len(self.real_features)), self.kid_subset_size))
+
+    def kid_terms(self, features: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], list[float]]:
+        """KID per block: the unbiased MMD² with the polynomial kernel between real block b and generated block b
+        (disjoint blocks of about `kid_subset_size` images, `kernel_blocks`), as a statistic of the resampling
+        counts. The kernel matrices are computed once; a replicate costs three matrix-vector products a block."""
+        blocks = kernel_blocks(min(len(features), len(self.real_features)), self.kid_subset_size)
+        fake = features.float()
+        fake_kernels = [(polynomial_kernel(fake[b], fake[b]), polynomial_kernel(fake[b], self.real_features[b].float()))
+                        for b in blocks]
+
+        def terms(real_counts: torch.Tensor, fake_counts: torch.Tensor) -> list[float]:
+            real_within = self.real_terms(real_counts, blocks)["kid"]
+            return [real_within[i] + within(k_ff, fake_counts[b]) - 2 * across(k_fr, fake_counts[b], real_counts[b])
+                    for i, (b, (k_ff, k_fr)) in enumerate(zip(blocks, fake_kernels))]
+        return terms
+
+    def real_terms(self, counts: torch.Tensor, blocks: list[slice] | None = None) -> dict:
+        """What each resampling of the real set contributes, computed once per resampling and reused by every
+        setting a replicate scores: its moments and their square root (FID) and, for `blocks`, its KID terms."""
+        key = hash(counts.numpy().tobytes())
+        if key not in self._real:
+            mean, cov = uncertainty.moments(self.real_features, counts)
+            self._real[key] = {"moments": (mean, cov), "root": uncertainty.psd_sqrt(cov)}
+            while len(self._real) > self.resamples + 1:
+                self._real.popitem(last=False)
+        terms = self._real[key]
+        if blocks is not None and "kid" not in terms:
+            signature = (blocks[0].stop, len(blocks))
+            if signature not in self._real_kernels:
+                real = self.real_features.float()
+                self._real_kernels[signature] = [polynomial_kernel(real[b], real[b]) for b in blocks]
+            terms["kid"] = [within(k, counts[b]) for k, b in zip(self._real_kernels[signature], blocks)]
+        return terms
+
+    def floor(self, n: int) -> dict:
+        """`floor_fid` and `floor_fid_ci`: the FID of n training images against the real (test) set, what a
+        model that draws from the data distribution itself would score at this n; computed once per
+        (data set, feature net, real set, n) and cached beside the feature net. Empty without a data set
+        (`floor_source`) or where it has fewer than n training images."""
+        if self.floor_source is None:
+            return {}
+        source = self.floor_source
+        directory = cache_dir_for(source["data_dir"], source["cache_dir"])
+        path = directory / (f"floor_fid-{source['dataset']}-{self.record['fingerprint']}-real{len(self.real_features)}"
+                            f"-n{n}-r{self.resamples}.json")
+        if path.exists():
+            return json.loads(path.read_text())
+        images, _ = load_split(source["dataset"], source["data_dir"], train=True, download=False)
+        if len(images) < n:
+            return {}
+        features, _ = self.features(images[:n].to(next(self.net.parameters()).device))
+        fid = self.frechet_distance(features.cpu())
+        floor = {"floor_fid": fid(torch.ones(len(self.real_features)), torch.ones(n))}
+        if self.resamples:
+            floor["floor_fid_ci"] = uncertainty.intervals({"fid": (fid, 0.0, float("inf"))}, len(self.real_features),
+                                                          n, self.resamples)["fid_ci"]
+        write_json_atomic(path, floor)
+        return floor
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
         return self.score(*self.features(images))

@@ -30,11 +30,37 @@ def moments(x: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[torch.
     return mean, (centred * counts[:, None]).T @ centred / (n - 1)
 
 
-def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor) -> float:
-    """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2·(Σ1Σ2)^½), the trace of the root summed over the eigenvalues of Σ1Σ2
-    (as torchmetrics computes FID)."""
-    root_trace = torch.linalg.eigvals(cov1 @ cov2).sqrt().real.sum()
+def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix (eigenvalues below 0 read as 0)."""
+    try:
+        values, vectors = torch.linalg.eigh(matrix)
+    except torch.linalg.LinAlgError:  # LAPACK gives up on some rank-deficient matrices: nudge the zero eigenvalues
+        jitter = 1e-12 * float(matrix.trace()) / len(matrix)
+        values, vectors = torch.linalg.eigh(matrix + jitter * torch.eye(len(matrix), dtype=matrix.dtype))
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor,
+                     root1: torch.Tensor | None = None) -> float:
+    """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2·(Σ1Σ2)^½). The trace of the root is summed over the eigenvalues of the
+    symmetric Σ1^½ Σ2 Σ1^½, which are those of Σ1Σ2; pass Σ1^½ as `root1` when it is reused."""
+    if not (torch.isfinite(cov1).all() and torch.isfinite(cov2).all()):
+        raise ValueError("frechet_distance: a covariance is not finite (fewer than two images?)")
+    root1 = psd_sqrt(cov1) if root1 is None else root1
+    product = root1 @ cov2 @ root1
+    try:
+        root_trace = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
+    except torch.linalg.LinAlgError:  # LAPACK gives up on some rank-deficient matrices (n below the dimension)
+        root_trace = torch.linalg.eigvals(cov1 @ cov2).sqrt().real.sum()
     return float(((mean1 - mean2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * root_trace)
+
+
+def intercept_in_inverse_n(sizes: list[float], values: list[float]) -> float:
+    """The least-squares line through (1/size, value), evaluated at 1/size = 0 (Chong & Forsyth 2020's FID∞)."""
+    x = 1 / torch.tensor(sizes, dtype=torch.float64)
+    y = torch.tensor(values, dtype=torch.float64)
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+    return float(y.mean() - slope * x.mean())
 
 
 def share(indicator: torch.Tensor) -> Callable[[torch.Tensor], float]:
@@ -60,42 +86,40 @@ def basic_interval(estimate: float, replicates: torch.Tensor, level: float = LEV
     return [min(max(2 * estimate - q_hi, lowest), highest), min(max(2 * estimate - q_lo, lowest), highest)]
 
 
-def replicate(statistics: dict[str, Statistic], n_real: int, n_fake: int, resamples: int,
-              seed: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """(each statistic on the sets as they are, its `resamples` bootstrap replicates): every replicate resamples
-    both sets once for all the statistics, from a fixed seed."""
+def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_real: int, n_fake: int,
+              resamples: int = 200, seed: int = 0, pairs: list[tuple[str, str]] = (),
+              level: float = LEVEL) -> tuple[dict[str, dict[str, list[float]]], list[dict]]:
+    """Intervals and paired differences for several settings scored on the same image indices and real set.
+
+    `settings` maps a setting to its statistics, `name: (statistic, lowest, highest value it can take)`. Every
+    replicate draws one resampling of the real images and one of the image indices, for all settings and
+    statistics, from a fixed seed: image i of every setting started from the same noise, so settings are
+    compared image by image. Returns ({setting: {`<name>_ci`: [low, high]}}, and for each (setting, against)
+    of `pairs` and each statistic both have, a row {setting, against, metric, diff, ci, distinguishable}:
+    whether the difference's interval excludes 0 at this n)."""
     generator = torch.Generator().manual_seed(seed)
-    replicates = {name: [] for name in statistics}
+    replicates = {(s, name): [] for s, statistics in settings.items() for name in statistics}
     for _ in range(resamples):
         real = torch.bincount(torch.randint(n_real, (n_real,), generator=generator), minlength=n_real)
         fake = torch.bincount(torch.randint(n_fake, (n_fake,), generator=generator), minlength=n_fake)
-        for name, statistic in statistics.items():
-            replicates[name].append(statistic(real, fake))
-    estimates = {name: statistic(torch.ones(n_real), torch.ones(n_fake)) for name, statistic in statistics.items()}
-    return estimates, {name: torch.tensor(values, dtype=torch.float64) for name, values in replicates.items()}
+        for (s, name), values in replicates.items():
+            values.append(settings[s][name][0](real, fake))
+    ones_real, ones_fake = torch.ones(n_real, dtype=torch.long), torch.ones(n_fake, dtype=torch.long)
+    estimates = {(s, name): settings[s][name][0](ones_real, ones_fake) for s, name in replicates}
+    replicates = {key: torch.tensor(values, dtype=torch.float64) for key, values in replicates.items()}
+    cis = {s: {f"{name}_ci": basic_interval(estimates[s, name], replicates[s, name], level, lowest, highest)
+               for name, (_, lowest, highest) in statistics.items()} for s, statistics in settings.items()}
+    rows = []
+    for setting, against in pairs:
+        for name in [n for n in settings[setting] if n in settings[against]]:
+            diff = estimates[setting, name] - estimates[against, name]
+            ci = basic_interval(diff, replicates[setting, name] - replicates[against, name], level)
+            rows.append({"setting": setting, "against": against, "metric": name, "diff": diff, "ci": ci,
+                         "distinguishable": ci[0] > 0 or ci[1] < 0})
+    return cis, rows
 
 
 def intervals(statistics: dict[str, tuple[Statistic, float, float]], n_real: int, n_fake: int,
               resamples: int = 200, seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
-    """`<name>_ci: [low, high]` for each `name: (statistic, lowest, highest value it can take)`: the basic
-    bootstrap interval of its replicates, clipped to the statistic's range."""
-    estimates, replicates = replicate({name: s for name, (s, _, _) in statistics.items()}, n_real, n_fake,
-                                      resamples, seed)
-    return {f"{name}_ci": basic_interval(estimates[name], replicates[name], level, lowest, highest)
-            for name, (_, lowest, highest) in statistics.items()}
-
-
-def paired_differences(statistics: dict[str, Statistic], pairs: list[tuple[str, str]], n_real: int, n_fake: int,
-                       metric: str = "fid", resamples: int = 200, seed: int = 0, level: float = LEVEL) -> list[dict]:
-    """For each (setting, against) of `pairs`: the difference of their statistics and its basic interval. Each
-    replicate draws one resampling of the real images and one of the image indices for all settings: image i
-    of every setting started from the same noise, so the settings are compared image by image. `distinguishable`
-    says whether the interval excludes 0 at this n."""
-    estimates, replicates = replicate(statistics, n_real, n_fake, resamples, seed)
-    rows = []
-    for setting, against in pairs:
-        diff = estimates[setting] - estimates[against]
-        ci = basic_interval(diff, replicates[setting] - replicates[against], level)
-        rows.append({"setting": setting, "against": against, "metric": metric, "diff": diff, "ci": ci,
-                     "distinguishable": ci[0] > 0 or ci[1] < 0})
-    return rows
+    """`<name>_ci: [low, high]` for each statistic of one setting (see `bootstrap`)."""
+    return bootstrap({"": statistics}, n_real, n_fake, resamples, seed, level=level)[0][""]
