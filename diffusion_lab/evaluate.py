@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.config import build_option, option_config
+from diffusion_lab.cost import announced, nfe, seconds_per_evaluation
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import fresh_dir, write_json_atomic
@@ -21,16 +22,48 @@ from diffusion_lab.plotting import figure, save
 
 log = logging.getLogger(__name__)
 
-def plot_against_steps(results: list[dict], key: str):
-    """One line per sampler: `key` against the number of sampling steps."""
+AXES = {"steps": ("sampling steps", "steps"), "nfe": ("network evaluations per image (NFE)", "nfe"),
+        "seconds": ("seconds per 1,000 images, this machine", "seconds_per_1k")}
+
+
+def interval_key(key: str) -> str:
+    """Where a result keeps `key`'s interval: `fid_ci`, and `kid_ci` for `kid_mean`."""
+    return f"{key.removesuffix('_mean')}_ci"
+
+
+def plot_against(results: list[dict], key: str, axis: str = "steps"):
+    """One line per sampler: `key` against `axis` (steps, NFE or seconds per 1,000 images), with the 95 %
+    intervals as error bars; FID with its real-against-real floor at the results' n (dotted) and, against a
+    cost, the Pareto front (the settings no other beats on both quality and cost)."""
+    label, x_key = AXES[axis]
     fig = figure(6, 4)
     ax = fig.subplots()
     for name in dict.fromkeys(r["sampler"] for r in results):
-        rows = sorted((r["steps"], r[key]) for r in results if r["sampler"] == name)
-        ax.plot(*zip(*rows), marker="o", label=name)
-    ax.set(xlabel="sampling steps", ylabel=key, xscale="log", title=f"{key} against sampling steps")
-    ax.legend()
+        rows = sorted((r for r in results if r["sampler"] == name), key=lambda r: r[x_key])
+        ys = [r[key] for r in rows]
+        cis = [r.get(interval_key(key)) for r in rows]
+        errors = [[max(y - ci[0], 0) for y, ci in zip(ys, cis)], [max(ci[1] - y, 0) for y, ci in zip(ys, cis)]] \
+            if all(cis) else None
+        ax.errorbar([r[x_key] for r in rows], ys, yerr=errors, marker="o", capsize=3, label=name)
+    if key == "fid" and all(r.get("floor_fid") is not None for r in results):
+        for n, floor in sorted({(r["n"], r["floor_fid"]) for r in results}):
+            ax.axhline(floor, color="grey", linestyle=":", label=f"real vs real, n = {n}")
+    if axis != "steps" and key == "fid":
+        front = pareto_front([(r[x_key], r[key]) for r in results])
+        ax.plot(*zip(*front), color="black", linewidth=0.8, alpha=0.5, label="Pareto front")
+    n = sorted({r["n"] for r in results})
+    ax.set(xlabel=label, ylabel=key, xscale="log", title=f"{key} against {label.split(' (')[0]} (n = {', '.join(map(str, n))})")
+    ax.legend(fontsize=8)
     return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points that no other point beats on both coordinates (lower is better), by increasing cost."""
+    front = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return front
 
 
 def plot_against_guidance(results: list[dict], key: str):
@@ -66,23 +99,35 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if not module.num_classes and list(cfg.guidance_scales) != [0.0]:
         raise ConfigError(f"guidance_scales={list(cfg.guidance_scales)}: this run is unconditional; allowed: [0.0] "
                           "(or a run trained with model.num_classes=10)")
-    results, features = [], {}
-    for w in cfg.guidance_scales:
-        for name, factory in factories.items():
-            for steps in cfg.steps:
-                result, features_of_setting = measure(
-                    module.denoiser(guidance_scale=w), factory(module.diffusion, steps=steps), metrics, cfg.n,
-                    module.image_shape, cfg.seed, cfg.batch_size, fabric.device, fabric.global_rank,
-                    fabric.world_size, fabric.all_gather, inception, return_features=True)
-                results.append(result)
-                features[setting_name(result)] = features_of_setting.cpu()
-                log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, steps, w, result["fid"], result["seconds"])
+    settings = [(w, name, factory(module.diffusion, steps=steps)) for w in cfg.guidance_scales
+                for name, factory in factories.items() for steps in cfg.steps]
+    denoisers = {w: module.denoiser(guidance_scale=w) for w in cfg.guidance_scales}
+    evaluations = sum(cfg.n * nfe(sampler, denoisers[w]) for w, _, sampler in settings)
+    per_eval = seconds_per_evaluation(denoisers[cfg.guidance_scales[-1]], module.image_shape, fabric.device,
+                                      min(cfg.batch_size, 64))
+    results, statistics = [], {}
+    with announced(f"evaluation ({len(settings)} settings × {cfg.n} images)", evaluations, per_eval,
+                   enabled=fabric.is_global_zero) as bar:
+        for w, name, sampler in settings:
+            per_image = nfe(sampler, denoisers[w])
+            result, statistics_of_setting = measure(
+                denoisers[w], sampler, metrics, cfg.n, module.image_shape, cfg.seed, cfg.batch_size, fabric.device,
+                fabric.global_rank, fabric.world_size, fabric.all_gather, inception, return_statistics=True,
+                on_batch=lambda b: bar.update(b * fabric.world_size * per_image))
+            results.append(result)
+            statistics[setting_name(result)] = statistics_of_setting
+            log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, sampler.num_steps, w, result["fid"],
+                     result["seconds"])
     if not fabric.is_global_zero:
         return None
-    pairs = comparisons(results)
-    paired = uncertainty.paired_differences({k: metrics.frechet_distance(v) for k, v in features.items()}, pairs,
-                                            len(metrics.real_features), cfg.n, resamples=cfg.resamples) \
-        if cfg.resamples and pairs else []
+    paired = []
+    if cfg.resamples:
+        log.info("bootstrap: %d replicates of %d settings, with their paired differences", cfg.resamples,
+                 len(statistics))
+        cis, paired = uncertainty.bootstrap(statistics, len(metrics.real_features), cfg.n, cfg.resamples,
+                                            pairs=comparisons(results))
+        for result in results:
+            result |= cis[setting_name(result)]
     out = fresh_dir(run_dir / "eval")
     write_json_atomic(out / "eval.json", {
         "ckpt": str(cfg.ckpt), "run_name": run_cfg.get("run_name"), "T": T, "ema": cfg.ema, "seed": cfg.seed,
@@ -92,15 +137,15 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         "samplers": {name: OmegaConf.to_container(option_config("sampler", name)) for name in factories},
         "results": results, "paired": paired,
     })
-    for key in ("fid", "kid_mean"):
-        save(plot_against_steps([r for r in results if r.get("guidance_scale", 0) == cfg.guidance_scales[0]], key),
-             out / f"{key}_vs_steps.png")
+    unguided = [r for r in results if r.get("guidance_scale", 0) == cfg.guidance_scales[0]]
+    for key, axis in (("fid", "steps"), ("kid_mean", "steps"), ("fid", "nfe"), ("fid", "seconds")):
+        save(plot_against(unguided, key, axis), out / f"{key}_vs_{axis}.png")
     if len(cfg.guidance_scales) > 1:
         for key in ("fid", "class_accuracy"):
             save(plot_against_guidance(results, key), out / f"{key}_vs_guidance.png")
     print(results_table(results))
     if paired:
-        print(f"\npaired differences of FID (the same {cfg.n} seeds; * the 95 % interval excludes 0):")
+        print(f"\npaired differences (the same {cfg.n} seeds; * the 95 % interval excludes 0):")
         print(paired_table(paired))
     if cfg.wandb:
         import wandb  # only when the results go to W&B: importing it takes seconds
@@ -108,6 +153,6 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         with wandb.init(project=cfg.wandb_project, name=f"{run_cfg.get('run_name')}-eval", job_type="eval",
                         group=run_cfg.get("run_name"), dir=out, mode=wandb_mode(),
                         config=OmegaConf.to_container(cfg)) as run:
-            log_to_wandb(run, results)
+            log_to_wandb(run, results, paired=paired)
     log.info("-> %s", out)
     return out

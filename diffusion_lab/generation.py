@@ -70,14 +70,17 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def generate(denoiser: Denoiser, sampler: Sampler, n: int, image_shape, seed: int, batch_size: int, device,
-             progress: bool = False, labels: torch.Tensor | None = None, first: int = 0) -> torch.Tensor:
+             progress: bool = False, labels: torch.Tensor | None = None, first: int = 0,
+             on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Images first … first + n − 1 as uint8 (n, C, H, W), drawn in batches; image i from its own noise stream
     (`ImageNoise`, keyed by seed and i), so it does not depend on the batch size or on which process draws it,
-    and of class `labels[i − first]` when given."""
+    and of class `labels[i − first]` when given. `on_batch(b)` is told of each batch of b images drawn."""
     batches = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         noise = ImageNoise(seed, range(first + start, first + start + b), device)
         model = denoiser if labels is None else denoiser.for_labels(labels[start:start + b])
         batches.append(to_pixels(sampler.sample(model, noise.randn(image_shape), noise, progress=progress)))
+        if on_batch is not None:
+            on_batch(b)
     return torch.cat(batches)

@@ -9,9 +9,10 @@ from diffusion_lab.cli import evaluate_main
 
 pytestmark = pytest.mark.slow
 
-KEYS = {"sampler", "steps", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
-        "class_entropy_max", "classes_below_half", "confidence", "n", "seconds", "images_per_second",
-        "fid_ci", "precision_ci", "recall_ci", "coverage_ci", "class_entropy_ci"}
+KEYS = {"sampler", "steps", "nfe", "fid", "fid_inf", "floor_fid", "kid_mean", "kid_std", "precision", "recall",
+        "coverage", "class_entropy", "class_entropy_max", "classes_below_half", "confidence", "n", "seconds_per_1k",
+        "seconds", "images_per_second", "fid_ci", "floor_fid_ci", "kid_ci", "precision_ci", "recall_ci", "coverage_ci",
+        "class_entropy_ci"}  # no fid_inf_ci: FID∞ needs n >= 3 × 128, so fid_inf is null at n = 24
 
 
 def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_in_process):
@@ -23,15 +24,18 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_
     report = json.loads((out / "eval.json").read_text())
     assert [(r["sampler"], r["steps"]) for r in report["results"]] == [
         ("ddim", 5), ("ddim", 10), ("dpm_solver", 5), ("dpm_solver", 10)]
-    assert all(set(r) == KEYS and r["n"] == 24 and r["fid"] >= 0 for r in report["results"])
+    assert all(set(r) == KEYS and r["n"] == 24 and r["fid"] >= 0 and r["fid_inf"] is None for r in report["results"])
+    assert [r["nfe"] for r in report["results"]] == [5, 10, 5, 10] and all(r["seconds_per_1k"] > 0 for r in report["results"])
     assert report["real_n"] == 48 and "not Inception" in report["feature_space"]
-    assert [(p["setting"], p["against"]) for p in report["paired"]] == [  # image i has the same noise in every row
+    assert [(p["setting"], p["against"]) for p in report["paired"] if p["metric"] == "fid"] == [  # image i: same noise
         ("ddim-5", "ddim-10"), ("dpm_solver-5", "dpm_solver-10"), ("ddim-5", "dpm_solver-5"), ("ddim-10", "dpm_solver-10")]
+    assert {p["metric"] for p in report["paired"]} == {"fid", "kid", "precision", "recall", "coverage", "class_entropy"}
     assert all(p["ci"][0] <= p["diff"] <= p["ci"][1] or p["distinguishable"] for p in report["paired"])
     assert report["samplers"]["ddim"]["eta"] == 0.0
-    assert (out / "fid_vs_steps.png").stat().st_size > 0 and (out / "kid_mean_vs_steps.png").stat().st_size > 0
+    for plot in ("fid_vs_steps", "kid_mean_vs_steps", "fid_vs_nfe", "fid_vs_seconds"):
+        assert (out / f"{plot}.png").stat().st_size > 0
     lines = first.stdout.splitlines()
-    (header,) = [i for i, line in enumerate(lines) if line.split()[:3] == ["sampler", "steps", "FID"]]
+    (header,) = [i for i, line in enumerate(lines) if line.split()[:3] == ["sampler", "steps", "NFE"]]
     assert [line.split()[:2] for line in lines[header + 1:header + 5]] == [["ddim", "5"], ["ddim", "10"],
                                                                          ["dpm_solver", "5"], ["dpm_solver", "10"]]
     assert list(out.glob("wandb/offline-run-*")), "the results go to an offline W&B run without an account"

@@ -227,3 +227,30 @@ def test_dpm_solver_matches_diffusers_2m(diffusers, make_betas, K, spacing):
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(sampler.sample(toy_model, noise), run_reference(ref, ref.timesteps, noise, 0),
                           atol=1e-4, rtol=1e-4)
+
+
+class CountingNet(torch.nn.Module):
+    """A class-conditional stand-in network that counts the images it evaluates."""
+
+    num_classes = 10
+
+    def __init__(self):
+        super().__init__()
+        self.evaluated = 0
+
+    def forward(self, x, t, labels=None):
+        self.evaluated += len(x)
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("make_sampler", [DDPMSampler, DDIMSampler, DPMSolverSampler])
+@pytest.mark.parametrize("guidance_scale", [0.0, 2.0])
+def test_nfe_is_the_network_evaluations_a_chain_costs_per_image(make_sampler, guidance_scale):
+    from diffusion_lab.cost import nfe
+    from diffusion_lab.diffusion import Denoiser
+
+    diffusion = GaussianDiffusion(linear_betas(100))
+    net, sampler = CountingNet(), make_sampler(diffusion, steps=7)
+    denoiser = Denoiser(net, diffusion, torch.arange(5), guidance_scale)
+    sampler.sample(denoiser, torch.randn(5, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert net.evaluated / 5 == nfe(sampler, denoiser) == 7 * (2 if guidance_scale else 1)

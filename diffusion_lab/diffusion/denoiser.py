@@ -33,6 +33,11 @@ class Denoiser(nn.Module):
         """The same denoiser for another batch's classes."""
         return Denoiser(self.net, self.diffusion, labels, self.guidance_scale)
 
+    @property
+    def evaluations_per_call(self) -> int:
+        """Network evaluations of one image per call: two with guidance (both halves in one batched call)."""
+        return 2 if self.guidance_scale else 1
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         w, labels = self.guidance_scale, self.labels
         if labels is None and w:

@@ -4,6 +4,8 @@ import base64
 import io
 from pathlib import Path
 
+import numpy as np
+
 from diffusion_lab.plotting import figure
 from diffusion_lab.report.runs import Run
 from diffusion_lab.report.tables import differing_choices
@@ -100,16 +102,25 @@ def draw_bucket_losses(ax, runs: list[Run], line_styles: dict) -> None:
 
 
 def draw_fids(ax, runs: list[Run], line_styles: dict) -> None:
-    """Each run's FID against steps, a line per sampler."""
-    markers = {}
+    """Each run's FID against steps, a line per sampler, with 95 % intervals as error bars; FID's
+    real-against-real floor at each n (dotted)."""
+    markers, floors = {}, set()
     for r in runs:
         colour, dash = line_styles[r.name]
         for sampler in sorted({s for s, _ in r.quality}):
-            points = sorted((k, q["fid"]) for (s, k), q in r.quality.items() if s == sampler)
+            rows = sorted((k, q) for (s, k), q in r.quality.items() if s == sampler)
+            cis = [q.get("fid_ci") for _, q in rows]
+            errors = [[q["fid"] - ci[0] for (_, q), ci in zip(rows, cis)], [ci[1] - q["fid"] for (_, q), ci in
+                                                                            zip(rows, cis)]] if all(cis) else None
             marker = markers.setdefault(sampler, "os^vD"[len(markers) % 5])
-            ax.plot(*zip(*points), color=colour, ls=dash, marker=marker, label=f"{label(r, runs)} · {sampler}")
-    ax.set(title="FID against sampling steps (data set's own feature space)", xlabel="sampling steps",
-           ylabel="FID", xscale="log")
+            ax.errorbar([k for k, _ in rows], [q["fid"] for _, q in rows], yerr=np.clip(errors, 0, None)
+                        if errors else None, color=colour, ls=dash, marker=marker, capsize=3,
+                        label=f"{label(r, runs)} · {sampler}")
+            floors |= {(q["n"], q["floor_fid"]) for _, q in rows if q.get("floor_fid") is not None}
+    for n, floor in sorted(floors):
+        ax.axhline(floor, color="grey", ls=":", lw=1, label=f"real vs real, n = {n}")
+    ax.set(title="FID against sampling steps (data set's own feature space; 95 % intervals)",
+           xlabel="sampling steps", ylabel="FID", xscale="log")
 
 
 CHARTS = (("loss curves", loss_figure), ("t-bucket losses", bucket_figure), ("FID against steps", fid_figure))

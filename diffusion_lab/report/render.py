@@ -7,7 +7,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from diffusion_lab.report.charts import CHARTS, png_data
 from diffusion_lab.report.runs import Run, grid_order
-from diffusion_lab.report.tables import best_in_columns, fmt, table
+from diffusion_lab.report.tables import best_in_columns, fmt, sort_value, table
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
                         undefined=StrictUndefined, keep_trailing_newline=True)
@@ -17,9 +17,9 @@ def table_cells(row: list, i: int, best: set[tuple[int, int]]) -> list[dict]:
     """Row `i`'s cells for the HTML table: CSS classes (best, text), numeric sort key, shown text."""
     cells = []
     for j, value in enumerate(row):
-        number = isinstance(value, (int, float))
-        classes = (["best"] if (i, j) in best else []) + ([] if number else ["text"])
-        cells.append({"classes": " ".join(classes), "sort_key": value if number else None, "text": fmt(value)})
+        number = sort_value(value)
+        classes = (["best"] if (i, j) in best else []) + ([] if number is not None else ["text"])
+        cells.append({"classes": " ".join(classes), "sort_key": number, "text": fmt(value)})
     return cells
 
 

@@ -38,6 +38,11 @@ class Sampler(ABC):
     def num_steps(self) -> int:
         return len(self.timesteps)
 
+    @property
+    def network_evaluations(self) -> int:
+        """Network calls per image of one chain: one per step (a second-order solver overrides it)."""
+        return self.num_steps
+
     def predict_x0(self, eps: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε)/sqrt(ᾱ_t), clipped to [−1, 1] if `clip_denoised`."""
         x0 = x0_from("eps", eps, x, self.alphas_cumprod[i])

@@ -1,0 +1,80 @@
+"""What drawing images costs: network evaluations per image (NFE), seconds per evaluation measured on this
+machine, and how many images fit in a given time."""
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusion_lab.diffusion import Denoiser
+from diffusion_lab.sampling import Sampler
+
+log = logging.getLogger(__name__)
+
+
+def nfe(sampler: Sampler, denoiser: Denoiser) -> int:
+    """Network evaluations per image of one chain: the sampler's per-image evaluations, twice over under
+    classifier-free guidance (the conditional and the unconditional half of one batched call)."""
+    return sampler.network_evaluations * denoiser.evaluations_per_call
+
+
+@torch.inference_mode()
+def seconds_per_evaluation(denoiser: Denoiser, image_shape, device, batch_size: int = 64, repeats: int = 1) -> float:
+    """The network's seconds per image evaluation at `batch_size`, timed over `repeats` calls after one warm-up
+    (eval mode; the weights and the noise do not matter). A guided denoiser counts its two halves."""
+    was_training = denoiser.net.training
+    denoiser.net.eval()
+    x = torch.zeros(batch_size, *image_shape, device=device)
+    t = torch.full((batch_size,), denoiser.diffusion.num_timesteps // 2, device=device, dtype=torch.long)
+    model = denoiser.for_labels(torch.zeros(batch_size, dtype=torch.long, device=device)) \
+        if denoiser.evaluations_per_call > 1 else denoiser
+    try:
+        model(x, t)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x, t)
+        synchronize(device)
+    finally:
+        denoiser.net.train(was_training)
+    return (time.perf_counter() - start) / (repeats * batch_size * denoiser.evaluations_per_call)
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def affordable(n: int, evaluations_per_image: int, seconds_per_eval: float, seconds: float | None,
+               minimum: int = 1) -> int:
+    """The most images, up to n, whose `evaluations_per_image` each fit in `seconds` (None: no limit), or 0 when
+    fewer than `minimum` would."""
+    if seconds is None:
+        return n
+    fits = int(seconds / max(evaluations_per_image * seconds_per_eval, 1e-12))
+    return min(n, fits) if fits >= minimum else 0
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3.5 min` or `1.2 h`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@contextmanager
+def announced(title: str, evaluations: int, seconds_per_eval: float, note: str = "",
+              enabled: bool = True) -> Iterator[tqdm]:
+    """Log what a phase will do and how long it should take (from the measured seconds per evaluation), show
+    a progress bar in network evaluations while it runs (update it as evaluations finish), log what it took."""
+    if enabled:
+        log.info("%s: %s network evaluations, about %s at %.3g ms each (measured)%s", title, f"{evaluations:,}",
+                 duration(evaluations * seconds_per_eval), 1e3 * seconds_per_eval, note)
+    start = time.perf_counter()
+    with tqdm(total=evaluations, desc=title, unit="eval", unit_scale=True, disable=not enabled, leave=False) as bar:
+        yield bar
+    if enabled:
+        log.info("%s: done in %s", title, duration(time.perf_counter() - start))
