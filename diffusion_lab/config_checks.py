@@ -55,6 +55,7 @@ TRAIN_RULES = {
     "quality.real_n": rules.SCORED_COUNT,
     "quality.every_n_epochs": rules.EVERY_N_EPOCHS,
     "quality.resamples": rules.RESAMPLES,
+    "after_training.budget": rules.TIME_BUDGET,
     "callbacks.ema.decay": rules.EMA_DECAY,
     "callbacks.checkpoint.every_n_train_steps": integer(0, special=(None,)),
     "callbacks.checkpoint.save_top_k": integer(1, special=(-1,)),

@@ -103,6 +103,7 @@ IMAGE_COUNT = integer(1)  # images to draw
 SCORED_COUNT = integer(2)  # images to score: FID needs two
 EVERY_N_EPOCHS = integer(1)
 RESAMPLES = integer(0)  # bootstrap replicates behind a confidence interval; 0: none
+TIME_BUDGET = number(0, lo_open=True, special=(None, "auto"))  # seconds for the sampling after training
 
 
 def check_step_counts(key: str, steps: Any, T: int) -> None:

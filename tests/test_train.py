@@ -3,14 +3,17 @@
 import csv
 import json
 from pathlib import Path
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 
 from conftest import REAL_DATA, TINY_TRAIN, one_line_error, run_cli
 from diffusion_lab import viz
-from diffusion_lab.callbacks import EMA, SampleGrid, SampleQuality
+from diffusion_lab.callbacks import EMA, SampleGrid, SampleQuality, TimeBudget
 from diffusion_lab.cli import train_main
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
@@ -44,7 +47,7 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     quality = summary["quality"]  # the final evaluation at sampling.steps, in the data set's feature space
     assert [(r["sampler"], r["steps"], r["n"]) for r in quality["results"]] == [("ddim", 5, 8), ("ddim", 10, 8)]
     assert quality["real_n"] == 32 and quality["feature_net"]["settings"]["epochs"] == 1
-    assert set(summary["val_metrics"]) == {"fid@5", "kid@5", "precision@5", "recall@5"}
+    assert set(summary["val_metrics"]) == {"fid@5", "kid@5", "precision@5", "recall@5", "quality_n@5"}
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["T"] == 50 and ckpt["hyper_parameters"]["model"]["channels"] == 16
@@ -77,7 +80,38 @@ def test_a_run_stopped_mid_epoch_measures_quality_at_its_final_weights(tiny_data
     measured = [(int(r["step"]), r["val/fid@5"] != "") for r in read_metrics(run) if r["val/loss"]]
     assert measured == [(3, False), (6, True)]  # epoch 0 (not due: every 5 epochs), then the final weights
     assert set(json.loads((run / "summary.json").read_text())["val_metrics"]) == {"fid@5", "kid@5", "precision@5",
-                                                                                 "recall@5"}
+                                                                                 "recall@5", "quality_n@5"}
+
+
+@pytest.mark.slow
+def test_the_work_after_a_short_cpu_run_stays_within_its_time_budget(tiny_data, tmp_path):
+    """As configured, the final grids (64 images, full-T DDPM and 10/20/50 steps) and evaluation (2,000 images at
+    each step count) would take minutes after seconds of training; with after_training.budget=3 they are cut to
+    fit, and say so."""
+    overrides = {"sampling.n_images": "64", "sampling.steps": "[10,20,50]", "quality.final_steps": "[10,20,50]",
+                 "quality.final_n": "2000", "trainer.max_epochs": "1", "after_training.budget": "3"}
+    tiny = [arg for arg in TINY_TRAIN if arg.split("=")[0] not in overrides]
+    result = run_cli("train.py", *tiny, *(f"{k}={v}" for k, v in overrides.items()), "logger=csv",
+                     f"paths.log_dir={tmp_path}", data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    after = json.loads((run / "summary.json").read_text())["after_training"]
+    assert after["budget_seconds"] == 3 and after["seconds"] < 3 + 12, after  # the budget, and what no phase plans:
+    # writing the PNGs, scoring the images
+    log = result.stdout + result.stderr
+    assert "after training" in log and ("grids (final) skipped" in log or "of 64 images" in log)
+    assert "of 2000" in log or "final evaluation skipped" in log  # cut or, on a slow machine, skipped: and said so
+    results = json.loads((run / "summary.json").read_text())["quality"]["results"]
+    assert all(r["n"] < 2000 for r in results)
+
+
+def test_periodic_work_gets_the_time_left_before_max_time_and_no_limit_without_it():
+    budget = TimeBudget()
+    timer = Timer(duration=timedelta(seconds=60))
+    one_process = SimpleNamespace(broadcast=lambda value, src=0: value)
+    with_timer = SimpleNamespace(callbacks=[budget, timer], strategy=one_process)
+    assert budget.seconds_for(SimpleNamespace(callbacks=[budget], strategy=one_process), "periodic") is None
+    assert budget.seconds_for(with_timer, "periodic") == pytest.approx(60, abs=1)  # training has not started
 
 
 def spy_module(diffusion_T: int = 10) -> DiffusionModule:

@@ -9,11 +9,17 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 
 from diffusion_lab import rules
+from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import require_after_ema
+from diffusion_lab.cost import affordable, announced
 from diffusion_lab.generation import eval_mode
 from diffusion_lab.metrics import QualityMetrics
 from diffusion_lab.metrics.measure import log_to_wandb, measure, results_table
 from diffusion_lab.sampling import Sampler
+
+MIN_N = 100  # the fewest images a time budget may cut a measurement to
+VAL_METRICS = {"fid": "fid", "kid_mean": "kid", "precision": "precision", "recall": "recall",
+               "class_accuracy": "class_accuracy", "n": "quality_n"}  # result key: logged as val/<name>@<steps>
 
 
 class SampleQuality(Callback):
@@ -44,7 +50,7 @@ class SampleQuality(Callback):
         self.real_n, self.seed, self.batch_size = real_n, seed, batch_size
         self.feature_net = {"epochs": feature_net_epochs, "cache_dir": feature_net_cache_dir}
         self.metrics: QualityMetrics | None = None
-        self.latest: dict | None = None
+        self.latest: list[dict] | None = None
         self.summary: dict = {}  # RunSummary adds its entries to summary.json
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -63,35 +69,83 @@ class SampleQuality(Callback):
         self.summary = {"quality": {"feature_net": self.metrics.record, "real_n": len(self.metrics.real_features),
                                     "n": self.final_n, "results": []}}
 
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: int, n: int) -> dict:
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: int, n: int,
+                on_batch=None) -> dict:
         with eval_mode(pl_module):
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
-                           trainer.world_size, pl_module.all_gather)
+                           trainer.world_size, pl_module.all_gather, on_batch=on_batch)
+
+    def planned(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str, steps: list[int],
+                n: int) -> tuple[int, list[int], str]:
+        """(images per step count, step counts, what was cut) that fit the `TimeBudget`'s time for `phase`: fewer
+        images first (down to MIN_N), then the largest step counts left out."""
+        budget = TimeBudget.of(trainer)
+        seconds = budget.seconds_for(trainer, phase) if budget else None
+        if seconds is None:
+            return n, steps, ""
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n))
+        kept, planned_n = list(steps), 0
+        while kept and not planned_n:
+            planned_n = affordable(n, self.evaluations(pl_module, kept), per_eval, seconds, minimum=min(MIN_N, n))
+            if not planned_n:
+                kept.remove(max(kept))
+        cut = [f"n = {planned_n} of {n}"] * (0 < planned_n < n) + [f"steps {sorted(set(steps) - set(kept))} left out"] * (
+            len(kept) < len(steps))
+        return planned_n, kept, f" ({', '.join(cut)}: {budget.describe(phase, seconds)})" if cut else ""
+
+    def evaluations(self, pl_module: pl.LightningModule, steps: list[int]) -> int:
+        """Network evaluations per image of one chain at each of `steps`, together."""
+        return sum(self.sampler(pl_module.diffusion, steps=k).network_evaluations for k in steps)
+
+    def measure_all(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str, title: str,
+                    steps: list[int], n: int) -> list[dict]:
+        """Measure the sampler at each of `steps`, as many images as the time budget allows, announced and
+        with a progress bar."""
+        n, steps, cut = self.planned(trainer, pl_module, phase, steps, n)
+        if not n:
+            rank_zero_info(f"{title} skipped: not even {MIN_N} images would fit{cut}")
+            return []
+        budget = TimeBudget.of(trainer)
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n)) if budget else 0.0
+        results = []
+        name = self.sampler(pl_module.diffusion, steps=steps[0]).name
+        with announced(f"{title} ({name} at {steps} steps, n = {n})", n * self.evaluations(pl_module, steps),
+                       per_eval, cut, enabled=trainer.is_global_zero and budget is not None) as bar:
+            for k in steps:
+                per_image = self.evaluations(pl_module, [k])
+                results.append(self.measure(trainer, pl_module, k, n,
+                                            on_batch=lambda b: bar.update(b * trainer.world_size * per_image)))
+        return results
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.metrics is None:  # set up by a fit
             return
         if trainer.state.fn == TrainerFn.VALIDATING:  # after fit: the final weights where it stopped mid-epoch
-            self.latest = self.measure(trainer, pl_module, self.steps, self.n)
+            self.latest = self.measure_all(trainer, pl_module, "validation", f"val/fid@{self.steps}", [self.steps],
+                                           self.n)
         elif trainer.state.fn == TrainerFn.FITTING:
             last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
             last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
             if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last_epoch or last_step:
-                self.latest = self.measure(trainer, pl_module, self.steps, self.n)  # the EMA weights are swapped in
+                self.latest = self.measure_all(trainer, pl_module, "periodic", f"val/fid@{self.steps}",
+                                               [self.steps], self.n)  # the EMA weights are swapped in
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.latest is not None:
-            for key in ("fid", "kid_mean", "precision", "recall", "class_accuracy"):
-                if key in self.latest:
-                    pl_module.log(f"val/{key.removesuffix('_mean')}@{self.steps}", self.latest[key])
-            self.latest = None
+        for result in self.latest or []:  # with the n it was measured on, which the time budget may have cut
+            for key, name in VAL_METRICS.items():
+                if key in result:
+                    pl_module.log(f"val/{name}@{self.steps}", float(result[key]))
+        self.latest = None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.final_steps:
             return
-        results = [self.measure(trainer, pl_module, k, self.final_n) for k in self.final_steps]
-        self.summary["quality"]["results"] = results
+        results = self.measure_all(trainer, pl_module, "evaluation", "final evaluation", self.final_steps,
+                                   self.final_n)
+        self.summary["quality"] |= {"results": results, "n": results[0]["n"] if results else 0}
+        if not results:
+            return
         if trainer.is_global_zero:
             rank_zero_info("sample quality of the final (EMA) weights:\n" + results_table(results))
             for logger in trainer.loggers:

@@ -6,10 +6,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
 from torchvision.utils import make_grid, save_image
 
 from diffusion_lab import rules
+from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import log_image, require_after_ema
+from diffusion_lab.cost import affordable, announced
 from diffusion_lab.generation import Share
 from diffusion_lab.images import grid_layout, requested_classes
 from diffusion_lab.plotting import image_axes, save, show
@@ -55,24 +58,52 @@ class SampleGrid(Callback):
         last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if due and not (trainer.sanity_checking or last_epoch or last_step):  # the final grid covers the last one
-            self.render(trainer, pl_module, f"step{trainer.global_step:07d}")
+            self.render(trainer, pl_module, f"step{trainer.global_step:07d}", "periodic")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.render(trainer, pl_module, "final")
+        self.render(trainer, pl_module, "final", "grids")
 
-    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str) -> None:
+    def planned(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str) -> tuple[int, list[Sampler], str]:
+        """(images per grid, samplers, what was cut) that fit the `TimeBudget`'s time for `phase`: fewer images
+        first (down to 16), then the costliest chains left out (full-T DDPM first)."""
+        samplers, budget = self.samplers(pl_module), TimeBudget.of(trainer)
+        seconds = budget.seconds_for(trainer, phase) if budget else None
+        if seconds is None:
+            return self.n_images, samplers, ""
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, self.n_images)
+        n = 0
+        while samplers and not n:
+            n = affordable(self.n_images, sum(s.network_evaluations for s in samplers), per_eval, seconds,
+                           minimum=min(16, self.n_images))
+            if not n:
+                samplers.remove(max(samplers, key=lambda s: s.network_evaluations))
+        left_out = len(self.samplers(pl_module)) - len(samplers)
+        cut = [f"{n} of {self.n_images} images"] * (0 < n < self.n_images) + [f"{left_out} grids left out"] * bool(left_out)
+        return n, samplers, f" ({', '.join(cut)}: {budget.describe(phase, seconds)})" if cut else ""
+
+    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, when: str, phase: str) -> None:
+        n, samplers, cut = self.planned(trainer, pl_module, phase)
+        if not n:
+            rank_zero_info(f"sample grids ({when}) skipped: not even one would fit{cut}")
+            return
         device, rank = pl_module.device, trainer.global_rank
-        share = Share(self.n_images, rank, trainer.world_size)
+        share = Share(n, rank, trainer.world_size)
         images_of_mine = range(share.first, share.first + share.per_rank)
         classes = requested_classes(None, pl_module.num_classes, share.total)
         mine = share.mine(classes, device)
         samples = {}
-        for sampler in self.samplers(pl_module):  # every sampler: the same streams, from their start
-            noise = ImageNoise(self.seed, images_of_mine, device)
-            start = noise.randn(pl_module.image_shape)
-            images = share.gather(pl_module.sample(start, noise, sampler, mine), pl_module.all_gather)
-            samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
-                images, classes[: self.n_images] if classes is not None else None, blank=1.0)
+        budget = TimeBudget.of(trainer)
+        names = ", ".join(f"{s.name}-{s.num_steps}" for s in samplers)
+        with announced(f"sample grids ({when}: {n} images, {names})", n * sum(s.network_evaluations for s in samplers),
+                       budget.seconds_per_evaluation(trainer, pl_module, n) if budget else 0.0, cut,
+                       enabled=trainer.is_global_zero and budget is not None) as bar:
+            for sampler in samplers:  # every sampler: the same streams, from their start
+                noise = ImageNoise(self.seed, images_of_mine, device)
+                start = noise.randn(pl_module.image_shape)
+                images = share.gather(pl_module.sample(start, noise, sampler, mine), pl_module.all_gather)
+                samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
+                    images, classes[:n] if classes is not None else None, blank=1.0)
+                bar.update(n * sampler.network_evaluations)
         if not trainer.is_global_zero:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,19 @@ def schedule_comparison(T: int = 1000) -> Figure:
     return fig
 
 
+def evaluations_per_image(diffusion: GaussianDiffusion, steps=(50, 100, 200),
+                          samplers=("ddpm", "ddim", "dpm_solver")) -> int:
+    """Network evaluations per image row of `draw_all`: the full-T trajectory, the DDPM chains from each t of
+    one-shot-vs-iterative (and its one-shot x̂_0), and every cell of the steps comparison."""
+    T = diffusion.num_timesteps
+    steps = [k for k in steps if k <= T]
+    one_shot = sum(t + 2 for t in scaled_ts(T, DENOISE_FRACTIONS))
+    cells = sum(build_option("sampler", name)(diffusion, steps=K).network_evaluations
+                for name in samplers for K in sorted(set(steps)) + ([] if T in steps else [T])
+                if K in steps or name == "ddpm")
+    return T + one_shot + cells
+
+
 def draw_all(net: nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, out_dir: str | Path, seed: int = 0,
              steps=(50, 100, 200), samplers=("ddpm", "ddim", "dpm_solver")) -> list[Path]:
     """The six figures for a network, its diffusion and real images `x0` (one row or seed each), saved as PNGs

@@ -12,13 +12,16 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from diffusion_lab.cost import duration
 from diffusion_lab.data import load_split
 from diffusion_lab.files import write_atomic
 from diffusion_lab.images import to_model_space
@@ -26,6 +29,7 @@ from diffusion_lab.images import to_model_space
 log = logging.getLogger(__name__)
 
 MIN_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.91}
+ANNOUNCE_AFTER = 20  # batches timed before the expected training time is logged
 DEFAULTS = {"mnist": {"epochs": 3}, "fashion_mnist": {"epochs": 8, "flip": True}}  # reach MIN_ACCURACY
 
 
@@ -107,6 +111,9 @@ def _train(settings: FeatureNetSettings, data_dir: str | Path, device) -> tuple[
     steps_per_epoch = len(images) // settings.batch_size
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch)
+    bar = tqdm(total=settings.epochs * steps_per_epoch, desc=f"feature net {settings.dataset}", unit="batch",
+               leave=False)
+    start = time.perf_counter()
     for epoch in range(settings.epochs):
         net.train()
         order = torch.randperm(len(images)).to(device)
@@ -122,9 +129,16 @@ def _train(settings: FeatureNetSettings, data_dir: str | Path, device) -> tuple[
             loss.backward()
             optimizer.step()
             schedule.step()
+            bar.update()
+            if bar.n == ANNOUNCE_AFTER:
+                per_batch = (time.perf_counter() - start) / bar.n
+                log.info("feature net %s: %d epochs of %d batches, about %s (%.3g s per batch, measured)",
+                         settings.dataset, settings.epochs, steps_per_epoch, duration(per_batch * bar.total),
+                         per_batch)
         test_accuracy = accuracy(net, test_images, test_labels)
         log.info("feature net %s: epoch %d/%d, loss %.4f, test accuracy %.4f", settings.dataset, epoch + 1,
                  settings.epochs, loss.item(), test_accuracy)
+    bar.close()
     return net.cpu().eval(), test_accuracy
 
 
