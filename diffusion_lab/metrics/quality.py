@@ -312,7 +312,7 @@ class QualityMetrics:
         if key not in self._real:
             mean, cov = uncertainty.moments(self.real_features, counts)
             self._real[key] = {"moments": (mean, cov), "root": uncertainty.psd_sqrt(cov)}
-            while len(self._real) > self.resamples + 1:
+            while len(self._real) > self.resamples + 8:  # room for every replicate and the unresampled sets
                 self._real.popitem(last=False)
         terms = self._real[key]
         if blocks is not None and "kid" not in terms:

@@ -10,7 +10,8 @@ strongly biased estimate. Precision, recall and coverage are resampled with thei
 (resampling points into their own k-NN sets would add duplicates at distance 0).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -86,6 +87,18 @@ def basic_interval(estimate: float, replicates: torch.Tensor, level: float = LEV
     return [min(max(2 * estimate - q_hi, lowest), highest), min(max(2 * estimate - q_lo, lowest), highest)]
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread inside the block: LAPACK's eigensolvers on 128 × 128 matrices, most of a
+    replicate's work, ran 1 ms a call on one thread and 30 ms on two (their parallel regions are too small)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_real: int, n_fake: int,
               resamples: int = 200, seed: int = 0, pairs: list[tuple[str, str]] = (),
               level: float = LEVEL) -> tuple[dict[str, dict[str, list[float]]], list[dict]]:
@@ -99,13 +112,14 @@ def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_
     whether the difference's interval excludes 0 at this n)."""
     generator = torch.Generator().manual_seed(seed)
     replicates = {(s, name): [] for s, statistics in settings.items() for name in statistics}
-    for _ in range(resamples):
-        real = torch.bincount(torch.randint(n_real, (n_real,), generator=generator), minlength=n_real)
-        fake = torch.bincount(torch.randint(n_fake, (n_fake,), generator=generator), minlength=n_fake)
-        for (s, name), values in replicates.items():
-            values.append(settings[s][name][0](real, fake))
-    ones_real, ones_fake = torch.ones(n_real, dtype=torch.long), torch.ones(n_fake, dtype=torch.long)
-    estimates = {(s, name): settings[s][name][0](ones_real, ones_fake) for s, name in replicates}
+    with one_thread():
+        for _ in range(resamples):
+            real = torch.bincount(torch.randint(n_real, (n_real,), generator=generator), minlength=n_real)
+            fake = torch.bincount(torch.randint(n_fake, (n_fake,), generator=generator), minlength=n_fake)
+            for (s, name), values in replicates.items():
+                values.append(settings[s][name][0](real, fake))
+        ones_real, ones_fake = torch.ones(n_real, dtype=torch.long), torch.ones(n_fake, dtype=torch.long)
+        estimates = {(s, name): settings[s][name][0](ones_real, ones_fake) for s, name in replicates}
     replicates = {key: torch.tensor(values, dtype=torch.float64) for key, values in replicates.items()}
     cis = {s: {f"{name}_ci": basic_interval(estimates[s, name], replicates[s, name], level, lowest, highest)
                for name, (_, lowest, highest) in statistics.items()} for s, statistics in settings.items()}
