@@ -19,6 +19,8 @@ from diffusion_lab.plotting import image_axes, save, show
 from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import DDPMSampler, Sampler
 
+MIN_IMAGES = 16  # the fewest images a time budget may cut a grid to
+
 
 class SampleGrid(Callback):
     """Every `every_n_epochs` validations and once when training ends, samples `n_images` images from the
@@ -65,16 +67,17 @@ class SampleGrid(Callback):
 
     def planned(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str) -> tuple[int, list[Sampler], str]:
         """(images per grid, samplers, what was cut) that fit the `TimeBudget`'s time for `phase`: fewer images
-        first (down to 16), then the costliest chains left out (full-T DDPM first)."""
+        first (down to MIN_IMAGES), then the costliest chains left out (full-T DDPM first)."""
         samplers, budget = self.samplers(pl_module), TimeBudget.of(trainer)
         seconds = budget.seconds_for(trainer, phase) if budget else None
         if seconds is None:
             return self.n_images, samplers, ""
-        per_eval = budget.seconds_per_evaluation(trainer, pl_module, self.n_images)
+        # Measured at the smallest grid it may draw: a smaller batch costs more per image, so the plan holds.
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(MIN_IMAGES, self.n_images))
         n = 0
         while samplers and not n:
             n = affordable(self.n_images, sum(s.network_evaluations for s in samplers), per_eval, seconds,
-                           minimum=min(16, self.n_images))
+                           minimum=min(MIN_IMAGES, self.n_images))
             if not n:
                 samplers.remove(max(samplers, key=lambda s: s.network_evaluations))
         left_out = len(self.samplers(pl_module)) - len(samplers)
