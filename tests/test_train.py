@@ -47,6 +47,9 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     quality = summary["quality"]  # the final evaluation at sampling.steps, in the data set's feature space
     assert [(r["sampler"], r["steps"], r["n"]) for r in quality["results"]] == [("ddim", 5, 8), ("ddim", 10, 8)]
     assert quality["real_n"] == 32 and quality["feature_net"]["settings"]["epochs"] == 1
+    assert all({"fid_ci", "kid_ci", "floor_fid", "nfe", "seconds_per_1k"} <= set(r) for r in quality["results"])
+    assert {(p["setting"], p["against"]) for p in quality["paired"]} == {("ddim-5", "ddim-10")}  # same seeds
+    assert summary["after_training"]["budget_seconds"] == 120  # auto on a CPU: 20 % of seconds, at least 2 minutes
     assert set(summary["val_metrics"]) == {"fid@5", "kid@5", "precision@5", "recall@5", "quality_n@5"}
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")

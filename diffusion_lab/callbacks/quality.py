@@ -13,8 +13,9 @@ from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import require_after_ema
 from diffusion_lab.cost import affordable, announced
 from diffusion_lab.generation import eval_mode
-from diffusion_lab.metrics import QualityMetrics
-from diffusion_lab.metrics.measure import log_to_wandb, measure, results_table
+from diffusion_lab.metrics import QualityMetrics, uncertainty
+from diffusion_lab.metrics.measure import (comparisons, log_to_wandb, measure, paired_table, results_table,
+                                          setting_name)
 from diffusion_lab.sampling import Sampler
 
 MIN_N = 100  # the fewest images a time budget may cut a measurement to
@@ -51,6 +52,7 @@ class SampleQuality(Callback):
         self.feature_net = {"epochs": feature_net_epochs, "cache_dir": feature_net_cache_dir}
         self.metrics: QualityMetrics | None = None
         self.latest: list[dict] | None = None
+        self.paired: list[dict] = []
         self.summary: dict = {}  # RunSummary adds its entries to summary.json
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -70,11 +72,12 @@ class SampleQuality(Callback):
                                     "n": self.final_n, "results": []}}
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: int, n: int,
-                on_batch=None) -> dict:
+                on_batch=None) -> tuple[dict, dict]:
+        """(result without intervals, its statistics for the bootstrap) of n images at `steps` steps."""
         with eval_mode(pl_module):
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
                            pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
-                           trainer.world_size, pl_module.all_gather, on_batch=on_batch)
+                           trainer.world_size, pl_module.all_gather, return_statistics=True, on_batch=on_batch)
 
     def planned(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str, steps: list[int],
                 n: int) -> tuple[int, list[int], str]:
@@ -101,21 +104,31 @@ class SampleQuality(Callback):
     def measure_all(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str, title: str,
                     steps: list[int], n: int) -> list[dict]:
         """Measure the sampler at each of `steps`, as many images as the time budget allows, announced and
-        with a progress bar."""
+        with a progress bar; the intervals and the paired differences of each step count against the largest
+        (the same seeds) from one bootstrap go into the results and `self.paired`."""
         n, steps, cut = self.planned(trainer, pl_module, phase, steps, n)
         if not n:
             rank_zero_info(f"{title} skipped: not even {MIN_N} images would fit{cut}")
             return []
         budget = TimeBudget.of(trainer)
         per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n)) if budget else 0.0
-        results = []
+        results, statistics = [], {}
         name = self.sampler(pl_module.diffusion, steps=steps[0]).name
         with announced(f"{title} ({name} at {steps} steps, n = {n})", n * self.evaluations(pl_module, steps),
                        per_eval, cut, enabled=trainer.is_global_zero and budget is not None) as bar:
             for k in steps:
                 per_image = self.evaluations(pl_module, [k])
-                results.append(self.measure(trainer, pl_module, k, n,
-                                            on_batch=lambda b: bar.update(b * trainer.world_size * per_image)))
+                result, statistics[k] = self.measure(trainer, pl_module, k, n,
+                                                     on_batch=lambda b: bar.update(b * trainer.world_size * per_image))
+                results.append(result)
+        self.paired = []
+        if self.resamples:
+            cis, paired = uncertainty.bootstrap({setting_name(r): statistics[r["steps"]] for r in results},
+                                                len(self.metrics.real_features), n, self.resamples,
+                                                pairs=comparisons(results))
+            for result in results:
+                result |= cis[setting_name(result)]
+            self.paired = paired
         return results
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,11 +156,14 @@ class SampleQuality(Callback):
             return
         results = self.measure_all(trainer, pl_module, "evaluation", "final evaluation", self.final_steps,
                                    self.final_n)
-        self.summary["quality"] |= {"results": results, "n": results[0]["n"] if results else 0}
+        self.summary["quality"] |= {"results": results, "n": results[0]["n"] if results else 0,
+                                    "paired": self.paired}
         if not results:
             return
         if trainer.is_global_zero:
-            rank_zero_info("sample quality of the final (EMA) weights:\n" + results_table(results))
+            paired = f"\npaired differences (* the 95 % interval excludes 0):\n{paired_table(self.paired)}" \
+                if self.paired else ""
+            rank_zero_info("sample quality of the final (EMA) weights:\n" + results_table(results) + paired)
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    log_to_wandb(logger.experiment, results, prefix="final")
+                    log_to_wandb(logger.experiment, results, prefix="final", paired=self.paired)
