@@ -327,3 +327,14 @@ def test_inception_fid_with_a_local_weights_file(tmp_path, monkeypatch):
     same, other, black = (inception(x) for x in (real.clone(), (torch.rand(12, 1, 28, 28, generator=g) * 255)
                                                   .to(torch.uint8), torch.zeros_like(real)))
     assert abs(same) < 1e-3 and 0 < other < black
+
+
+def test_scores_at_different_n_on_one_metrics_object_equal_fresh_ones():
+    """The real set's cached replicate terms depend on the block structure, which depends on n."""
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(600, 4, generator=g), torch.randn(600, 4, generator=g) + 0.2
+    probabilities = torch.softmax(torch.randn(600, 10, generator=g), 1)
+    shared = QualityMetrics(Identity(4), real, kid_subset_size=200, resamples=20)
+    for n in (100, 300, 600):
+        fresh = QualityMetrics(Identity(4), real, kid_subset_size=200, resamples=20)
+        assert shared.score(fake[:n], probabilities[:n]) == fresh.score(fake[:n], probabilities[:n])

@@ -315,12 +315,15 @@ class QualityMetrics:
             while len(self._real) > self.resamples + 8:  # room for every replicate and the unresampled sets
                 self._real.popitem(last=False)
         terms = self._real[key]
-        if blocks is not None and "kid" not in terms:
-            signature = (blocks[0].stop, len(blocks))
+        if blocks is not None:
+            signature = (blocks[0].stop, len(blocks))  # the block size and count: the KID terms differ with n
             if signature not in self._real_kernels:
                 real = self.real_features.float()
                 self._real_kernels[signature] = [polynomial_kernel(real[b], real[b]) for b in blocks]
-            terms["kid"] = [within(k, counts[b]) for k, b in zip(self._real_kernels[signature], blocks)]
+            kid = terms.setdefault("kid", {})
+            if signature not in kid:
+                kid[signature] = [within(k, counts[b]) for k, b in zip(self._real_kernels[signature], blocks)]
+            return terms | {"kid": kid[signature]}
         return terms
 
     def floor(self, n: int) -> dict:
