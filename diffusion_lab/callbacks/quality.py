@@ -19,6 +19,7 @@ from diffusion_lab.metrics.measure import (comparisons, log_to_wandb, measure, p
 from diffusion_lab.sampling import Sampler
 
 MIN_N = 100  # the fewest images a time budget may cut a measurement to
+SAMPLING_SHARE = 0.8  # of a measurement's time: the rest is left for scoring (features, k-NN balls, bootstrap)
 VAL_METRICS = {"fid": "fid", "kid_mean": "kid", "precision": "precision", "recall": "recall",
                "class_accuracy": "class_accuracy", "n": "quality_n"}  # result key: logged as val/<name>@<steps>
 
@@ -90,7 +91,8 @@ class SampleQuality(Callback):
         per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n))
         kept, planned_n = list(steps), 0
         while kept and not planned_n:
-            planned_n = affordable(n, self.evaluations(pl_module, kept), per_eval, seconds, minimum=min(MIN_N, n))
+            planned_n = affordable(n, self.evaluations(pl_module, kept), per_eval, SAMPLING_SHARE * seconds,
+                                   minimum=min(MIN_N, n))
             if not planned_n:
                 kept.remove(max(kept))
         cut = [f"n = {planned_n} of {n}"] * (0 < planned_n < n) + [f"steps {sorted(set(steps) - set(kept))} left out"] * (

@@ -17,6 +17,7 @@ from diffusion_lab.files import write_json_atomic
 from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net import cache_dir_for, load_feature_net, real_features
 
+COVERAGE_K = 5  # coverage's k-NN balls (Naeem et al. 2020)
 FID_INF_PARTS = 3  # FID∞ fits the FIDs of a third, two thirds and all of the images
 FID_INF_MIN_RATIO = 1  # FID∞ needs a third of the images to number at least this many times the features
 
@@ -42,11 +43,14 @@ def inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.T
     return torch.cat(inside)
 
 
-def manifold_indicators(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def manifold_indicators(real: torch.Tensor, fake: torch.Tensor, k: int = 3,
+                        real_radii: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Improved precision and recall's per-image terms (Kynkäänniemi et al. 2019): whether each fake feature lies
-    inside the real manifold (k-NN balls around real features), and each real one inside the fake manifold."""
+    inside the real manifold (k-NN balls around real features; their radii may be given), and each real one
+    inside the fake manifold."""
     real, fake = real.double(), fake.double()
-    return inside_manifold(fake, real, knn_radii(real, k)), inside_manifold(real, fake, knn_radii(fake, k))
+    real_radii = knn_radii(real, k) if real_radii is None else real_radii
+    return inside_manifold(fake, real, real_radii), inside_manifold(real, fake, knn_radii(fake, k))
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
@@ -57,16 +61,17 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
 
 @torch.no_grad()
-def covered(real: torch.Tensor, fake: torch.Tensor, k: int = 5, chunk: int = 2048) -> torch.Tensor:
+def covered(real: torch.Tensor, fake: torch.Tensor, k: int = COVERAGE_K, chunk: int = 2048,
+            radii: torch.Tensor | None = None) -> torch.Tensor:
     """Coverage's per-image term (Naeem et al. 2020): whether each real feature's k-NN ball (among the real
-    ones) holds at least one fake feature."""
+    ones; its radii may be given) holds at least one fake feature."""
     real, fake = real.double(), fake.double()
-    radii = knn_radii(real, k)
+    radii = knn_radii(real, k) if radii is None else radii
     nearest_fake = torch.cat([torch.cdist(real[s:s + chunk], fake).amin(1) for s in range(0, len(real), chunk)])
     return nearest_fake <= radii
 
 
-def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> float:
+def coverage(real: torch.Tensor, fake: torch.Tensor, k: int = COVERAGE_K) -> float:
     """Coverage: the share of real features whose k-NN ball holds a fake one. Unlike recall it ignores outlying
     fakes, so one stray sample cannot inflate it."""
     return covered(real, fake, k).double().mean().item()
@@ -158,6 +163,7 @@ class QualityMetrics:
         self.real_features = real_features.detach().cpu()
         self._real = OrderedDict()  # resampling counts -> the real set's moments, root and KID terms
         self._real_kernels: dict[tuple, list[torch.Tensor]] = {}
+        self._real_radii: dict[int, torch.Tensor] = {}
         # Never synced across processes: under DDP every rank scores the same gathered features.
         self.fid = FrechetInceptionDistance(feature=PrecomputedFeatures(real_features.shape[1]),
                                             reset_real_features=False, sync_on_compute=False)
@@ -212,9 +218,10 @@ class QualityMetrics:
         """Each metric as a statistic of the (real, generated) resampling counts, with the range it can take:
         what the bootstrap resamples (`uncertainty.bootstrap`). FID∞ needs 3 images per feature dimension."""
         features, probabilities = features.cpu(), probabilities.cpu()
-        in_real, in_fake = manifold_indicators(self.real_features, features, self.k)
+        in_real, in_fake = manifold_indicators(self.real_features, features, self.k, self.real_radii(self.k))
         precision, recall, covered_ = (uncertainty.share(x) for x in (in_real, in_fake,
-                                                                    covered(self.real_features, features)))
+                                                                    covered(self.real_features, features,
+                                                                            radii=self.real_radii(COVERAGE_K))))
         predicted, num_classes = probabilities.argmax(1), probabilities.shape[1]
         entropy = uncertainty.histogram_entropy(predicted, num_classes)
         kid_blocks = kid_blocks or self.kid_terms(features)
@@ -235,6 +242,12 @@ class QualityMetrics:
         if len(features) < FID_INF_PARTS * FID_INF_MIN_RATIO * features.shape[1]:
             del statistics["fid_inf"]
         return statistics
+
+    def real_radii(self, k: int) -> torch.Tensor:
+        """The real features' k-NN radii, computed once: the most costly part of precision, recall and coverage."""
+        if k not in self._real_radii:
+            self._real_radii[k] = knn_radii(self.real_features.double(), k)
+        return self._real_radii[k]
 
     def frechet_distance(self, features: torch.Tensor) -> uncertainty.Statistic:
         """FID of `features` against the real set, each image counted as often as its resampling count (the
