@@ -58,6 +58,20 @@ def affordable(n: int, evaluations_per_image: int, seconds_per_eval: float, seco
     return min(n, fits) if fits >= minimum else 0
 
 
+def plan(n: int, costs: list[int], seconds_per_eval: float, seconds: float | None,
+         minimum: int) -> tuple[int, list[int]]:
+    """(images per setting, the indices of the settings kept) that fit `seconds` (None: all of them) when setting
+    i costs `costs[i]` network evaluations per image: fewer images first, down to `minimum`, then the costliest
+    settings left out one by one; (0, []) when not even the cheapest fits."""
+    kept = list(range(len(costs)))
+    while kept:
+        fitting = affordable(n, sum(costs[i] for i in kept), seconds_per_eval, seconds, minimum)
+        if fitting:
+            return fitting, kept
+        kept.remove(max(kept, key=lambda i: costs[i]))
+    return 0, []
+
+
 def duration(seconds: float) -> str:
     """`42 s`, `3.5 min` or `1.2 h`."""
     if seconds < 90:

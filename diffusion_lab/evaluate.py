@@ -18,7 +18,7 @@ from diffusion_lab.loggers import wandb_mode
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.measure import comparisons, log_to_wandb, measure, paired_table, results_table, setting_name
-from diffusion_lab.plotting import figure, save
+from diffusion_lab.plotting import error_bars, figure, save
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def plot_against(results: list[dict], key: str, axis: str = "steps"):
     for name in dict.fromkeys(r["sampler"] for r in results):
         rows = sorted((r for r in results if r["sampler"] == name), key=lambda r: r[x_key])
         ys = [r[key] for r in rows]
-        cis = [r.get(interval_key(key)) for r in rows]
-        errors = [[max(y - ci[0], 0) for y, ci in zip(ys, cis)], [max(ci[1] - y, 0) for y, ci in zip(ys, cis)]] \
-            if all(cis) else None
+        errors = error_bars(ys, [r.get(interval_key(key)) for r in rows])
         ax.errorbar([r[x_key] for r in rows], ys, yerr=errors, marker="o", capsize=3, label=name)
     if key == "fid" and all(r.get("floor_fid") is not None for r in results):
         for n, floor in sorted({(r["n"], r["floor_fid"]) for r in results}):

@@ -35,6 +35,14 @@ def show(ax, images: torch.Tensor, title: str = "", ylabel: str = "", nrow: int 
     ax.spines[:].set_visible(False)
 
 
+def error_bars(values: list[float], intervals: list) -> list[list[float]] | None:
+    """matplotlib's `yerr` for values with [low, high] intervals (distances below and above, never negative: a
+    basic bootstrap interval may lie below its estimate), or None unless every value has one."""
+    if not all(intervals):
+        return None
+    return [[max(v - ci[0], 0) for v, ci in zip(values, intervals)], [max(ci[1] - v, 0) for v, ci in zip(values, intervals)]]
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG of exactly figsize × dpi pixels."""
     path = Path(path)

@@ -27,6 +27,7 @@ CASES = [
     ("train.py", ["model=unet_huge"], ["model=unet_huge", "allowed values are unet_base, unet_small, unet_tiny"]),
     ("train.py", ["dataset=cifar10"], ["dataset=cifar10", "allowed values are fashion_mnist, mnist"]),
     ("train.py", ["T=[1,"], ["T=[1,", "cannot parse", "key=value"]),
+    ("train.py", ["after_training.budget=-5"], ["after_training.budget=-5", "allowed values are numbers > 0 or None or auto"]),
     # train.py: values, refused before anything heavy is imported
     ("train.py", ["T=0"], ["T=0", "allowed values are integers >= 1"]),
     ("train.py", ["T=abc"], ["T='abc'", "allowed values are integers >= 1"]),

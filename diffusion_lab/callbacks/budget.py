@@ -30,8 +30,7 @@ class TimeBudget(Callback):
     def __init__(self, seconds: float | str | None = AUTO, fraction: float = 0.2, minimum: float = 120.0):
         rules.TIME_BUDGET.check("after_training.budget", seconds)
         self.seconds, self.fraction, self.minimum = seconds, fraction, minimum
-        self.deadline: float | None = None
-        self.budget_seconds: float | None = None
+        self.budget_seconds: float | None = None  # after training: None, no limit
         self._started = False
         self._after_training_start = 0.0
         self._fit_start = 0.0
@@ -42,13 +41,13 @@ class TimeBudget(Callback):
         return next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_start, self._started, self.deadline = time.perf_counter(), False, None
+        self._fit_start, self._started = time.perf_counter(), False
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_after_training(trainer)
 
     def start_after_training(self, trainer: pl.Trainer) -> None:
-        """Fix the deadline of the work after training (once), and say what it is."""
+        """Fix the time the work after training may take (once), and say what it is."""
         if self._started:
             return
         self._started = True
@@ -58,7 +57,6 @@ class TimeBudget(Callback):
             seconds = max(self.fraction * trained, self.minimum) if trainer.strategy.root_device.type == "cpu" else None
         self._after_training_start, self.budget_seconds = time.perf_counter(), seconds
         if seconds is not None:
-            self.deadline = time.perf_counter() + seconds
             rank_zero_info(f"after training ({duration(trained)}): grids, evaluation and figures get "
                            f"{duration(seconds)} (after_training.budget={self.seconds}; null: no limit)")
 
@@ -80,7 +78,8 @@ class TimeBudget(Callback):
             seconds = None if remaining is None else max(remaining, 0.0)
         else:
             self.start_after_training(trainer)
-            seconds = None if self.deadline is None else max(self.deadline - time.perf_counter(), 0.0) * self.SHARES[phase]
+            spent = time.perf_counter() - self._after_training_start
+            seconds = None if self.budget_seconds is None else max(self.budget_seconds - spent, 0.0) * self.SHARES[phase]
         return trainer.strategy.broadcast(seconds, src=0)
 
     def describe(self, phase: str, seconds: float) -> str:

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from diffusion_lab import rules
 from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import require_after_ema
-from diffusion_lab.cost import affordable, announced
+from diffusion_lab.cost import announced, plan
 from diffusion_lab.generation import eval_mode
 from diffusion_lab.metrics import QualityMetrics, uncertainty
 from diffusion_lab.metrics.measure import (comparisons, log_to_wandb, measure, paired_table, results_table,
@@ -89,12 +89,9 @@ class SampleQuality(Callback):
         if seconds is None:
             return n, steps, ""
         per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n))
-        kept, planned_n = list(steps), 0
-        while kept and not planned_n:
-            planned_n = affordable(n, self.evaluations(pl_module, kept), per_eval, SAMPLING_SHARE * seconds,
-                                   minimum=min(MIN_N, n))
-            if not planned_n:
-                kept.remove(max(kept))
+        planned_n, indices = plan(n, [self.evaluations(pl_module, [k]) for k in steps], per_eval,
+                                  SAMPLING_SHARE * seconds, minimum=min(MIN_N, n))
+        kept = [steps[i] for i in indices]
         cut = [f"n = {planned_n} of {n}"] * (0 < planned_n < n) + [f"steps {sorted(set(steps) - set(kept))} left out"] * (
             len(kept) < len(steps))
         return planned_n, kept, f" ({', '.join(cut)}: {budget.describe(phase, seconds)})" if cut else ""

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid, save_image
 from diffusion_lab import rules
 from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import log_image, require_after_ema
-from diffusion_lab.cost import affordable, announced
+from diffusion_lab.cost import announced, plan
 from diffusion_lab.generation import Share
 from diffusion_lab.images import grid_layout, requested_classes
 from diffusion_lab.plotting import image_axes, save, show
@@ -74,13 +74,9 @@ class SampleGrid(Callback):
             return self.n_images, samplers, ""
         # Measured at the smallest grid it may draw: a smaller batch costs more per image, so the plan holds.
         per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(MIN_IMAGES, self.n_images))
-        n = 0
-        while samplers and not n:
-            n = affordable(self.n_images, sum(s.network_evaluations for s in samplers), per_eval, seconds,
-                           minimum=min(MIN_IMAGES, self.n_images))
-            if not n:
-                samplers.remove(max(samplers, key=lambda s: s.network_evaluations))
-        left_out = len(self.samplers(pl_module)) - len(samplers)
+        n, kept = plan(self.n_images, [s.network_evaluations for s in samplers], per_eval, seconds,
+                       minimum=min(MIN_IMAGES, self.n_images))
+        left_out, samplers = len(samplers) - len(kept), [samplers[i] for i in kept]
         cut = [f"{n} of {self.n_images} images"] * (0 < n < self.n_images) + [f"{left_out} grids left out"] * bool(left_out)
         return n, samplers, f" ({', '.join(cut)}: {budget.describe(phase, seconds)})" if cut else ""
 

@@ -3,6 +3,7 @@ class coverage, FID's real-against-real floor; and, optionally, true Inception-v
 
 import json
 import math
+from statistics import mean
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -202,7 +203,7 @@ class QualityMetrics:
         result = {
             "fid": self.fid.compute().item(),
             "fid_inf": statistics["fid_inf"][0](ones_real, ones_fake) if "fid_inf" in statistics else None,
-            "kid_mean": sum(per_block) / len(per_block),
+            "kid_mean": mean(per_block),
             "kid_std": float(torch.tensor(per_block).std()) if len(per_block) > 1 else None,
             **{name: statistics[name][0](ones_real, ones_fake) for name in ("precision", "recall", "coverage")},
             **class_coverage(probabilities), "n": len(features),
@@ -229,8 +230,7 @@ class QualityMetrics:
         statistics = {
             "fid": (fid, 0.0, float("inf")),
             "fid_inf": (fid_inf, -float("inf"), float("inf")),
-            "kid": (lambda real, fake: sum(kid_blocks(real, fake)) / self.kid_block_count(features), -float("inf"),
-                    float("inf")),
+            "kid": (lambda real, fake: mean(kid_blocks(real, fake)), -float("inf"), float("inf")),
             "precision": (lambda real, fake: precision(fake), 0.0, 1.0),
             "recall": (lambda real, fake: recall(real), 0.0, 1.0),
             "coverage": (lambda real, fake: covered_(real), 0.0, 1.0),
@@ -299,9 +299,6 @@ class QualityMetrics:
             sizes = [float(count) for count in terms["cumulative"][0]]
             return uncertainty.intercept_in_inverse_n(sizes, [fid_of_first(p, terms) for p in range(parts)])
         return fid, fid_inf
-
-    def kid_block_count(self, features: torch.Tensor) -> int:
-        return len(kernel_blocks(min(len(features), len(self.real_features)), self.kid_subset_size))
 
     def kid_terms(self, features: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], list[float]]:
         """KID per block: the unbiased MMD² with the polynomial kernel between real block b and generated block b

@@ -4,9 +4,8 @@ import base64
 import io
 from pathlib import Path
 
-import numpy as np
 
-from diffusion_lab.plotting import figure
+from diffusion_lab.plotting import error_bars, figure
 from diffusion_lab.report.runs import Run
 from diffusion_lab.report.tables import differing_choices
 
@@ -109,12 +108,10 @@ def draw_fids(ax, runs: list[Run], line_styles: dict) -> None:
         colour, dash = line_styles[r.name]
         for sampler in sorted({s for s, _ in r.quality}):
             rows = sorted((k, q) for (s, k), q in r.quality.items() if s == sampler)
-            cis = [q.get("fid_ci") for _, q in rows]
-            errors = [[q["fid"] - ci[0] for (_, q), ci in zip(rows, cis)], [ci[1] - q["fid"] for (_, q), ci in
-                                                                            zip(rows, cis)]] if all(cis) else None
+            fids = [q["fid"] for _, q in rows]
             marker = markers.setdefault(sampler, "os^vD"[len(markers) % 5])
-            ax.errorbar([k for k, _ in rows], [q["fid"] for _, q in rows], yerr=np.clip(errors, 0, None)
-                        if errors else None, color=colour, ls=dash, marker=marker, capsize=3,
+            ax.errorbar([k for k, _ in rows], fids, yerr=error_bars(fids, [q.get("fid_ci") for _, q in rows]),
+                        color=colour, ls=dash, marker=marker, capsize=3,
                         label=f"{label(r, runs)} · {sampler}")
             floors |= {(q["n"], q["floor_fid"]) for _, q in rows if q.get("floor_fid") is not None}
     for n, floor in sorted(floors):
