@@ -25,7 +25,12 @@ def option_config(group: str, name: str) -> DictConfig:
     allowed = options(group)
     if name not in allowed:
         raise ConfigError(f"{group}={name}: no such option; allowed values are {', '.join(allowed)}")
-    return OmegaConf.load(Path(CONFIG_DIR) / group / f"{name}.yaml")
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / group / f"{name}.yaml")
+    if "defaults" not in cfg:
+        return cfg
+    # A preset that extends options of its own group (`defaults: [base, _self_]`), merged as Hydra would.
+    bases = [option_config(group, entry) for entry in cfg.defaults if entry != "_self_"]
+    return OmegaConf.merge(*bases, {k: v for k, v in cfg.items() if k != "defaults"})
 
 
 def build_option(group: str, name: str, **kwargs):

@@ -127,6 +127,7 @@ def check(cfg: DictConfig, rules_by_key: dict[str, Allowed]) -> None:
 def check_train_config(cfg: DictConfig) -> None:
     """All the checks for `train.py`'s config; raises ConfigError at the first bad value."""
     check(cfg, TRAIN_RULES)
+    rules.check_terminal_snr(cfg.get("prediction"), bool(_select(cfg, "schedule.zero_terminal_snr") is True))
     for key in TRAIN_STEP_COUNTS:
         steps = _select(cfg, key)
         if steps is not MISSING:

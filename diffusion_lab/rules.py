@@ -13,7 +13,11 @@ from diffusion_lab.errors import ConfigError
 
 PREDICTIONS = ("eps", "x0", "v")  # what the network predicts
 LOSS_WEIGHTINGS = ("none", "min_snr")
-SPACINGS = ("trailing", "linspace", "leading")  # which timesteps a K-step sampler visits
+TIME_SPACINGS = ("trailing", "linspace", "leading")  # which timesteps a K-step sampler visits, in t
+SIGMA_SPACINGS = ("karras", "exponential", "log_snr")  # … or in σ, between the trained timesteps
+SPACINGS = TIME_SPACINGS + SIGMA_SPACINGS
+SOLVER_ORDERS = (2, 3)  # DPM-Solver++ 2M/3M, UniPC-2/3
+DPM_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
 VARIANCES = ("fixed_small", "fixed_large")  # ancestral sampling's σ²: β̃ or β
 DATASETS = ("mnist", "fashion_mnist")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
@@ -93,6 +97,12 @@ T = integer(1)  # diffusion steps
 PREDICTION = one_of(*PREDICTIONS)
 LOSS_WEIGHTING = one_of(*LOSS_WEIGHTINGS)
 SPACING = one_of(*SPACINGS)
+TIME_SPACING = one_of(*TIME_SPACINGS)
+SOLVER_ORDER = one_of(*SOLVER_ORDERS)
+DPM_ALGORITHM = one_of(*DPM_ALGORITHMS)
+CHURN = number(0)  # Karras et al.'s S_churn, S_tmin, S_tmax, S_noise
+PERCENTILE = number(0, 1, lo_open=True, hi_open=True, special=(None,))  # dynamic thresholding's p; null: off
+NFE = integer(1, special=(None,))  # network evaluations per image a setting may spend; null: use the steps
 VARIANCE = one_of(*VARIANCES)
 DATASET = one_of(*DATASETS)
 ETA = number(0, 1)  # DDIM's η
@@ -113,3 +123,11 @@ def check_step_counts(key: str, steps: Any, T: int) -> None:
     if bad:
         raise ConfigError(f"{key}={show(steps)}: {', '.join(map(repr, bad))} not allowed; step counts are "
                           f"integers 1..T={T}")
+
+
+def check_terminal_snr(prediction: Any, zero_terminal_snr: bool) -> None:
+    """A zero-terminal-SNR schedule needs a network that predicts v or x_0: at ᾱ_T = 0, x_T is ε itself, so an
+    ε-prediction tells nothing of x_0 there (Lin et al. 2024, §3.2)."""
+    if zero_terminal_snr and prediction == "eps":
+        raise ConfigError("prediction='eps': allowed values with schedule.zero_terminal_snr=true are v, x0 "
+                          "(at alphas_cumprod[T-1] = 0 an ε-prediction cannot give x_0)")

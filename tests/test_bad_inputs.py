@@ -15,7 +15,10 @@ import torch
 
 from conftest import TINY_TRAIN, one_line_error, run_cli
 from diffusion_lab import cli, report
+from diffusion_lab.config import SAMPLERS
 from diffusion_lab.viz.__main__ import main as viz_main
+
+ALL_SAMPLERS = ", ".join(SAMPLERS)  # the options of conf/sampler/, as the messages list them
 
 # (script, arguments, the parts the one line must contain). {run}: a finished run; {outputs}: the folder that
 # holds it (train.py writes there); {truncated}, {edited}, {foreign}: bad checkpoint files beside it.
@@ -56,14 +59,14 @@ CASES = [
     # sample.py and evaluate.py
     ("sample.py", [], ["ckpt: missing", "ckpt=<value>"]),
     ("sample.py", ["ckpt={run}", "n=0"], ["n=0", "allowed values are integers >= 1"]),
-    ("sample.py", ["ckpt={run}", "sampler=euler"], ["sampler=euler", "allowed values are ddim, ddpm, dpm_solver"]),
+    ("sample.py", ["ckpt={run}", "sampler=plms"], ["sampler=plms", f"allowed values are {ALL_SAMPLERS}"]),
     ("sample.py", ["ckpt={run}", "class=3"], ["class=3", "this run is unconditional", "class=null"]),
     ("sample.py", ["ckpt={run}", "guidance_scale=-1"], ["guidance_scale=-1", "allowed values are numbers >= 0"]),
     ("sample.py", ["ckpt={run}", "steps=80"], ["steps=80", "80 not allowed", "integers 1..T=50"]),
     ("sample.py", ["ckpt={truncated}"], ["ckpt=", "cannot be read as a checkpoint", "left as it is"]),
     ("sample.py", ["ckpt={foreign}"], ["ckpt=", "cannot be read as a checkpoint"]),
     ("sample.py", ["ckpt={edited}"], ["ckpt=", "does not match the fingerprint"]),
-    ("evaluate.py", ["ckpt={run}", "samplers=[euler]"], ["samplers", "allowed values are non-empty lists of ddim, ddpm, dpm_solver"]),
+    ("evaluate.py", ["ckpt={run}", "samplers=[plms]"], ["samplers", f"allowed values are non-empty lists of {ALL_SAMPLERS}"]),
     ("evaluate.py", ["ckpt={run}", "n=1"], ["n=1", "allowed values are integers >= 2"]),
     ("evaluate.py", ["ckpt={run}", "stesp=[5]"], ["stesp", "did you mean steps?", "allowed keys are"]),
     ("evaluate.py", ["ckpt={run}", "sampler=ddim"], ["sampler=ddim", "did you mean samplers=[ddim]?"]),

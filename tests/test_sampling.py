@@ -101,7 +101,7 @@ def test_unknown_variance_is_refused():
 # --- fewer steps than T: spacing, respaced DDPM, DDIM, DPM-Solver++(2M) ---------------------------------
 
 
-from diffusion_lab.rules import SPACINGS  # noqa: E402
+from diffusion_lab.rules import TIME_SPACINGS as SPACINGS  # noqa: E402
 from diffusion_lab.sampling import DDIMSampler, DPMSolverSampler, spaced_timesteps  # noqa: E402
 
 STEP_COUNTS = [50, 100, 200]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import ROOT, one_line_error
 from diffusion_lab import viz
-from diffusion_lab.config import CONFIG_DIR
+from diffusion_lab.config import CONFIG_DIR, SAMPLERS
 from diffusion_lab.config_checks import check_viz_config
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
 from diffusion_lab.errors import ConfigError, error_line
@@ -22,6 +22,8 @@ from diffusion_lab.models import UNet
 from diffusion_lab.plotting import save
 from diffusion_lab.sampling import DDIMSampler, DDPMSampler
 from diffusion_lab.viz.__main__ import main as viz_main
+
+ALL_SAMPLERS = ", ".join(SAMPLERS)  # the options of conf/sampler/, as the messages list them
 
 T = 20
 
@@ -143,8 +145,8 @@ def test_class_rows_put_each_class_on_its_own_row_filled_with_blanks():
 
 def test_steps_comparison_rejects_bad_choices(setup):
     net, diffusion, x0 = setup
-    with pytest.raises(ConfigError, match="allowed values are ddim, ddpm, dpm_solver"):
-        viz.steps_comparison(net, diffusion, x0, samplers=("ddpm", "euler"))
+    with pytest.raises(ConfigError, match=f"allowed values are {ALL_SAMPLERS}"):
+        viz.steps_comparison(net, diffusion, x0, samplers=("ddpm", "plms"))
     with pytest.raises(ConfigError, match=r"steps=\[5, 50\]"):
         viz.steps_comparison(net, diffusion, x0, steps=(5, 50))
 

@@ -43,6 +43,8 @@ class GaussianDiffusion(nn.Module):
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
             "posterior_variance": posterior_variance,
+            # log σ_t = ½·log((1 − ᾱ_t)/ᾱ_t): a float t between trained timesteps is linear in it (`alphas_cumprod_at`)
+            "log_sigmas": 0.5 * torch.log((1 - alphas_cumprod) / alphas_cumprod),
             # log β̃_0 = −inf, so the first entry borrows β̃_1 (as improved-diffusion does).
             "posterior_log_variance_clipped": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
             # μ̃_t = coef1 · x_0 + coef2 · x_t  (Ho et al. eq. 7).
@@ -76,9 +78,20 @@ class GaussianDiffusion(nn.Module):
         """t ~ Uniform{0, …, T−1}."""
         return torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
 
+    def alphas_cumprod_at(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        """ᾱ at integer timesteps, or at float ones between them with log σ linear in t (the inverse of
+        diffusers' `_sigma_to_t`, which the samplers' step schedules in σ use), shaped for `ndim` dimensions."""
+        if not t.is_floating_point():
+            return extract(self.alphas_cumprod, t, ndim)
+        last = self.num_timesteps - 1
+        low = t.floor().clamp(0, max(last - 1, 0)).long()
+        log_sigma = torch.lerp(self.log_sigmas[low], self.log_sigmas[(low + 1).clamp(max=last)],
+                               (t - low).clamp(0, 1).to(self.log_sigmas.dtype))
+        return torch.sigmoid(-2 * log_sigma).reshape(-1, *([1] * (ndim - 1)))  # 1/(1 + σ²)
+
     def eps_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε implied by the network's output at (x_t, t), whatever it predicts."""
-        return parameterization.eps_from(self.prediction, output, xt, extract(self.alphas_cumprod, t, xt.ndim))
+        return parameterization.eps_from(self.prediction, output, xt, self.alphas_cumprod_at(t, xt.ndim))
 
     def per_sample_loss(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                         labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -133,7 +133,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.time_embed(t)
         if self.label_embed is not None:
-            temb = temb + self.label_embed(labels if labels is not None else torch.full_like(t, self.num_classes))
+            temb = temb + self.label_embed(labels if labels is not None else
+                                           torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device))
         elif labels is not None:
             raise ValueError("labels given to an unconditional U-Net (model.num_classes is null)")
         h = self.stem(x)

@@ -1,4 +1,4 @@
-"""The sampler contract: a sampler lists the timesteps it visits and maps x_t to the next, less noisy x."""
+"""The sampler contract: a sampler lists the network evaluations of its chain and maps x at one to x at the next."""
 
 from abc import ABC, abstractmethod
 
@@ -6,54 +6,81 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.diffusion.parameterization import x0_from
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.rng import ImageNoise
-from diffusion_lab.sampling.spacing import spaced_timesteps
-
+from diffusion_lab.sampling.spacing import SigmaToTimestep, alpha_bar_of, noise_levels
 
 Noise = torch.Generator | ImageNoise | None  # where a stochastic step's z comes from
 
 
 class Sampler(ABC):
-    """One reverse-process algorithm over `steps` of the T training timesteps (all of them by default).
+    """One reverse-process algorithm over `steps` noise levels of a step schedule (`spacing`, see `spacing`).
 
-    `timesteps[i]` is the model's t at step i, noisiest first; `alphas_cumprod[i]` is ᾱ there and
-    `alphas_cumprod_prev[i]` is ᾱ at the step's target: the next listed timestep, or 1 (x_0) after the last.
-    Per-step coefficients are Python floats, computed once in float64, so a sampler works on any device.
+    `timesteps[i]` is the network's t at evaluation i, noisiest first, and `alphas_cumprod[i]` is ᾱ of x there;
+    `sigmas` are the chain's K + 1 levels (σ = sqrt((1 − ᾱ)/ᾱ); the last is 0 unless the schedule ends on σ_min)
+    and `alphas_cumprod_prev[i]` is ᾱ at step i's target. One evaluation per step unless a solver says otherwise
+    (Heun). Per-step coefficients are Python floats, computed once in float64, so a sampler works on any device.
+
+    Every x̂_0 a solver forms goes through `predict_x0`: clipped to [−1, 1] (`clip_denoised`) or dynamically
+    thresholded at the `dynamic_threshold` percentile of each image's |x̂_0| (Saharia et al. 2022, §2.3).
     """
 
     name: str  # the option of conf/sampler/ that builds it
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
-                 clip_denoised: bool = False):
-        T = diffusion.num_timesteps
-        self.timesteps = spaced_timesteps(T, steps or T, spacing)
-        alphas_cumprod = torch.cumprod(1 - diffusion.betas.double().cpu(), 0)
-        self.alphas_cumprod = [float(alphas_cumprod[t]) for t in self.timesteps]
-        self.alphas_cumprod_prev = self.alphas_cumprod[1:] + [1.0]
-        self.clip_denoised = clip_denoised
+                 clip_denoised: bool = False, dynamic_threshold: float | None = None):
+        rules.PERCENTILE.check("sampler.dynamic_threshold", dynamic_threshold)
+        if clip_denoised and dynamic_threshold is not None:
+            raise ConfigError(f"sampler.dynamic_threshold={dynamic_threshold}: allowed only with "
+                              "sampler.clip_denoised=false (choose one way of bounding x̂_0)")
+        schedule = torch.cumprod(1 - diffusion.betas.double().cpu(), 0).numpy()
+        levels = noise_levels(schedule, diffusion.num_timesteps if steps is None else steps, spacing)
+        self.spacing, self.sigmas, self.timesteps = spacing, levels.sigmas, levels.timesteps
+        self.num_steps = len(levels.timesteps)
+        alphas_cumprod = [alpha_bar_of(s) for s in self.sigmas]
+        self.alphas_cumprod, self.alphas_cumprod_prev = alphas_cumprod[:-1], alphas_cumprod[1:]
+        self.timestep_of = SigmaToTimestep(schedule)
+        self.clip_denoised, self.dynamic_threshold = clip_denoised, dynamic_threshold
 
     @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
+    def variant(self) -> str:
+        """The option of conf/sampler/ this sampler's solver settings are (a preset such as dpm_solver_3m)."""
+        return self.name
+
+    @property
+    def label(self) -> str:
+        """How results name it: the variant, with its step schedule unless that is the default (trailing)."""
+        return self.variant if self.spacing == "trailing" else f"{self.variant}+{self.spacing}"
 
     @property
     def network_evaluations(self) -> int:
-        """Network calls per image of one chain: one per step (a second-order solver overrides it)."""
-        return self.num_steps
+        """Network calls per image of one chain."""
+        return len(self.timesteps)
 
     def predict_x0(self, eps: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
-        """x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε)/sqrt(ᾱ_t), clipped to [−1, 1] if `clip_denoised`."""
+        """x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε)/sqrt(ᾱ_t) at evaluation i, bounded as configured."""
         x0 = x0_from("eps", eps, x, self.alphas_cumprod[i])
-        return x0.clamp(-1, 1) if self.clip_denoised else x0
+        if self.clip_denoised:
+            return x0.clamp(-1, 1)
+        if self.dynamic_threshold is not None:  # s = max(p-th percentile of |x̂_0|, 1); x̂_0 ← clip(x̂_0, −s, s)/s
+            s = torch.quantile(x0.flatten(1).abs().float(), self.dynamic_threshold, dim=1).clamp(min=1)
+            s = s.to(x0.dtype).view(-1, *[1] * (x0.ndim - 1))
+            return torch.maximum(torch.minimum(x0, s), -s) / s
+        return x0
+
+    @property
+    def bounds_x0(self) -> bool:
+        return self.clip_denoised or self.dynamic_threshold is not None
 
     def reset(self) -> None:
         """Forget state carried between steps (multistep solvers); called before every chain."""
 
     @abstractmethod
     def step(self, eps: torch.Tensor, i: int, x: torch.Tensor, generator: Noise) -> torch.Tensor:
-        """The next x, given x at `timesteps[i]` and the model's ε prediction there."""
+        """x at evaluation i + 1 (x_0 after the last), given x at evaluation i and the model's ε there."""
 
     @torch.inference_mode()
     def sample(self, model: nn.Module, noise: torch.Tensor, generator: Noise = None,
@@ -62,7 +89,8 @@ class Sampler(ABC):
         self.reset()
         x = noise
         for i, t in enumerate(tqdm(self.timesteps, disable=not progress, desc=type(self).__name__, leave=False)):
-            eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+            dtype = torch.long if isinstance(t, int) else x.dtype  # between trained timesteps: a float t
+            eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=dtype))
             x = self.step(eps, i, x, generator)
             if callback is not None:
                 callback(i, x)

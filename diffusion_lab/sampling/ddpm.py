@@ -20,9 +20,9 @@ class DDPMSampler(Sampler):
     name = "ddpm"
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
-                 variance: str = "fixed_small", clip_denoised: bool = False):
+                 variance: str = "fixed_small", clip_denoised: bool = False, dynamic_threshold: float | None = None):
         rules.VARIANCE.check("sampler.variance", variance)
-        super().__init__(diffusion, steps, spacing, clip_denoised)
+        super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
         self.betas, self.coef_x0, self.coef_xt, self.sigmas = [], [], [], []
         for i, (a, a_prev) in enumerate(zip(self.alphas_cumprod, self.alphas_cumprod_prev)):
             beta = 1 - a / a_prev

@@ -1,44 +1,90 @@
-"""DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): a second-order multistep ODE solver."""
+"""DPM-Solver++ (Lu et al. 2022, "DPM-Solver++"): multistep solvers of the diffusion ODE or SDE in λ = log(α/σ)."""
 
 import math
 
+from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling.base import Sampler
+
+FEW_STEPS = 15  # below this many steps, `lower_order_final` lowers the order of the last steps (as diffusers)
 
 
 class DPMSolverSampler(Sampler):
-    """Solves the probability-flow ODE in λ = log(α/σ) (α = sqrt(ᾱ), σ = sqrt(1 − ᾱ)) with data prediction
-    D = x̂_0. With h = λ_s − λ_t for the step t → s:
+    """With α = sqrt(ᾱ), σ = sqrt(1 − ᾱ), data predictions D = x̂_0 and h = λ_s − λ_t for the step t → s:
 
-        first order:  x_s = (σ_s/σ_t)·x_t − α_s·(e^{−h} − 1)·D_t
-        2M:           x_s = (σ_s/σ_t)·x_t − α_s·(e^{−h} − 1)·(D_t + ½·(D_t − D_prev)/r),  r = h_prev/h
+        1st order:  x_s = (σ_s/σ_t)·x_t − α_s·(e^{−h} − 1)·D_t
+        2M:         … − ½·α_s·(e^{−h} − 1)·D1,   D1 = (D_t − D_prev)/r_0,  r_0 = h_prev/h          (Algorithm 2)
+        3M:         x_s = (σ_s/σ_t)·x_t − α_s·(e^{−h} − 1)·D_t + α_s·((e^{−h} − 1)/h + 1)·D1
+                          − α_s·((e^{−h} − 1 + h)/h² − ½)·D2, with D1 ≈ h·D' and D2 ≈ h²·D'' from the last three D
+        2M SDE:     x_s = (σ_s/σ_t)·e^{−h}·x_t + α_s·(1 − e^{−2h})·(D_t + ½·D1) + σ_s·sqrt(1 − e^{−2h})·z
 
-    The first step is first order, and so is the last, which lands on σ = 0 and returns D_t (diffusers'
-    `final_sigmas_type="zero"`, midpoint variant).
+    D2 is twice what diffusers, k-diffusion and the DPM-Solver code use: their (D1_0 − D1_1)/(r_0 + r_1) is
+    h²·D''/2, and the ODE's Taylor term needs h²·D''; at half weight 3M converges at order 2, not 3
+    (tests/test_solvers.py measures both). The first steps warm up at lower order; the step to σ = 0 is first
+    order and returns D_t; with `lower_order_final` and fewer than 15 steps the last two steps are at most first
+    and second order.
     """
 
     name = "dpm_solver"
+    D2_WEIGHT = 2  # D2 = D2_WEIGHT·(D1_0 − D1_1)/(r_0 + r_1) ≈ h²·D''; diffusers' and k-diffusion's 3M use 1
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = 20, spacing: str = "trailing",
-                 clip_denoised: bool = False):
-        super().__init__(diffusion, steps, spacing, clip_denoised)
-        self.lambdas = [0.5 * math.log(a / (1 - a)) for a in self.alphas_cumprod]
+                 order: int = 2, algorithm: str = "dpmsolver++", lower_order_final: bool = True,
+                 clip_denoised: bool = False, dynamic_threshold: float | None = None):
+        rules.SOLVER_ORDER.check("sampler.order", order)
+        rules.DPM_ALGORITHM.check("sampler.algorithm", algorithm)
+        rules.BOOLEAN.check("sampler.lower_order_final", lower_order_final)
+        if algorithm == "sde-dpmsolver++" and order == 3:
+            raise ConfigError("sampler.order=3: sampler.algorithm=sde-dpmsolver++ allows 2 (2M SDE)")
+        super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
+        self.order, self.stochastic, self.lower_order_final = order, algorithm == "sde-dpmsolver++", lower_order_final
+        self.lambdas = [-math.log(s) if s > 0 else math.inf for s in self.sigmas]  # λ = log(α/σ) = −log σ_VE
         self.reset()
 
+    @property
+    def variant(self) -> str:
+        return "dpm_solver_sde" if self.stochastic else "dpm_solver_3m" if self.order == 3 else self.name
+
     def reset(self) -> None:
-        self.prev_x0, self.prev_h = None, None
+        self.history = []  # the latest data predictions, newest last
+
+    def order_at(self, i: int) -> int:
+        K = self.num_steps
+        cap = self.order
+        if self.sigmas[i + 1] == 0 or (self.lower_order_final and K < FEW_STEPS and i == K - 1):
+            cap = 1
+        elif self.lower_order_final and K < FEW_STEPS and i == K - 2:
+            cap = min(cap, 2)
+        return min(cap, len(self.history))
 
     def step(self, eps, i, x, generator=None):
-        x0 = self.predict_x0(eps, i, x)
-        a, a_prev = self.alphas_cumprod[i], self.alphas_cumprod_prev[i]
-        if a_prev >= 1.0:  # σ_s = 0: the solution is the data prediction itself
-            self.reset()
-            return x0
-        h = self.lambdas[i + 1] - self.lambdas[i]
-        d = x0
-        if self.prev_x0 is not None:
-            r = self.prev_h / h
-            d = x0 + 0.5 * (x0 - self.prev_x0) / r
-        self.prev_x0, self.prev_h = x0, h
-        alpha_s, sigma_s, sigma_t = math.sqrt(a_prev), math.sqrt(1 - a_prev), math.sqrt(1 - a)
-        return (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
+        self.history = [*self.history[-(self.order - 1):], self.predict_x0(eps, i, x)]
+        if self.sigmas[i + 1] == 0:  # λ_s = ∞: the solution is the data prediction itself
+            return self.history[-1]
+        order, lam = self.order_at(i), self.lambdas
+        h = lam[i + 1] - lam[i]
+        a_s = 1 / math.sqrt(1 + self.sigmas[i + 1]**2)  # α and σ of the VP form: α = 1/sqrt(1 + σ_VE²), σ = σ_VE·α
+        s_s, s_t = self.sigmas[i + 1] * a_s, self.sigmas[i] / math.sqrt(1 + self.sigmas[i]**2)
+        d0 = self.history[-1]
+        d1 = d2 = 0
+        if order >= 2:
+            r0 = (lam[i] - lam[i - 1]) / h
+            d1_0 = (d0 - self.history[-2]) / r0
+            d1 = d1_0
+            if order == 3:
+                r1 = (lam[i - 1] - lam[i - 2]) / h
+                d1_1 = (self.history[-2] - self.history[-3]) / r1
+                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                d2 = self.D2_WEIGHT * (d1_0 - d1_1) / (r0 + r1)
+        if self.stochastic:
+            decay = -math.expm1(-2 * h)  # 1 − e^{−2h}
+            x_s = (s_s / s_t * math.exp(-h)) * x + a_s * decay * (d0 + 0.5 * d1)
+            return x_s + s_s * math.sqrt(decay) * self.noise_like(x, generator)
+        phi = math.expm1(-h)  # e^{−h} − 1
+        x_s = (s_s / s_t) * x - a_s * phi * d0
+        if order == 2:
+            return x_s - 0.5 * a_s * phi * d1
+        if order == 3:
+            return x_s + a_s * (phi / h + 1) * d1 - a_s * ((phi + h) / h**2 - 0.5) * d2
+        return x_s
