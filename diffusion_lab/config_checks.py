@@ -13,10 +13,24 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import find_checkpoint
 from diffusion_lab.config import SAMPLERS
-from diffusion_lab.rules import Allowed, integer, is_int, is_list, is_number, number, one_of
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.rules import Allowed, integer, is_int, is_list, is_number, number, one_of, show
 
 MISSING = object()
 
+NFE_BUDGETS = Allowed(lambda v: v is None or (is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v)),
+                      "null or non-empty lists of integers >= 1")
+SAMPLER_RULES = {  # the settings of conf/sampler/ options, where a config has them
+    "sampler.spacing": rules.SPACING,
+    "sampler.eta": rules.ETA,
+    "sampler.variance": rules.VARIANCE,
+    "sampler.order": rules.SOLVER_ORDER,
+    "sampler.algorithm": rules.DPM_ALGORITHM,
+    "sampler.lower_order_final": rules.BOOLEAN,
+    "sampler.clip_denoised": rules.BOOLEAN,
+    "sampler.dynamic_threshold": rules.PERCENTILE,
+    **{f"sampler.{key}": rules.CHURN for key in ("s_churn", "s_tmin", "s_tmax", "s_noise")},
+}
 TRAIN_RULES = {
     "T": rules.T,
     "seed": integer(0),
@@ -59,10 +73,8 @@ TRAIN_RULES = {
     "callbacks.ema.decay": rules.EMA_DECAY,
     "callbacks.checkpoint.every_n_train_steps": integer(0, special=(None,)),
     "callbacks.checkpoint.save_top_k": integer(1, special=(-1,)),
-    "sampler.spacing": rules.SPACING,
-    "sampler.eta": rules.ETA,
-    "sampler.variance": rules.VARIANCE,
-}
+    "sampling.nfe": NFE_BUDGETS,
+} | SAMPLER_RULES
 TRAIN_STEP_COUNTS = ("sampling.steps", "quality.steps", "quality.final_steps")  # each at most T
 COMMON_RULES = {  # sample.py and evaluate.py
     "seed": integer(0),
@@ -77,11 +89,9 @@ SAMPLE_RULES = COMMON_RULES | {
     "guidance_scale": rules.GUIDANCE_SCALE,
     "n": rules.IMAGE_COUNT,
     "steps": integer(1, special=(None,)),
+    "nfe": rules.NFE,
     "progress": rules.BOOLEAN,
-    "sampler.spacing": rules.SPACING,
-    "sampler.eta": rules.ETA,
-    "sampler.variance": rules.VARIANCE,
-}
+} | SAMPLER_RULES
 EVALUATE_RULES = COMMON_RULES | {
     "samplers": Allowed(lambda v: is_list(v) and len(v) > 0 and all(s in SAMPLERS for s in v),
                         f"non-empty lists of {', '.join(SAMPLERS)}"),
@@ -90,6 +100,9 @@ EVALUATE_RULES = COMMON_RULES | {
     "resamples": rules.RESAMPLES,
     "steps": Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
                      "non-empty lists of integers >= 1"),
+    "nfe": NFE_BUDGETS,
+    "spacings": Allowed(lambda v: v is None or (is_list(v) and len(v) > 0 and all(s in rules.SPACINGS for s in v)),
+                        f"null or non-empty lists of {', '.join(rules.SPACINGS)}"),
     "wandb": rules.BOOLEAN,
     "guidance_scales": Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_number(w) and w >= 0 for w in v),
                                "non-empty lists of numbers >= 0"),
@@ -124,9 +137,26 @@ def check(cfg: DictConfig, rules_by_key: dict[str, Allowed]) -> None:
             allowed.check(key, value)
 
 
+def given_on_command_line(key: str) -> bool:
+    """Whether this command's overrides set `key` (False outside a Hydra command)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and any(o.split("=", 1)[0].lstrip("+~") == key
+                                             for o in HydraConfig.get().overrides.task)
+
+
+def check_steps_or_nfe(cfg: DictConfig, steps_key: str = "steps", nfe_key: str = "nfe") -> None:
+    """A chain's cost is given as steps or as NFE, not both."""
+    nfe = _select(cfg, nfe_key)
+    if nfe not in (None, MISSING) and given_on_command_line(steps_key):
+        raise ConfigError(f"{nfe_key}={show(nfe)}: allowed only without {steps_key}= (both were given; "
+                          "each sets what a chain costs)")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """All the checks for `train.py`'s config; raises ConfigError at the first bad value."""
     check(cfg, TRAIN_RULES)
+    check_steps_or_nfe(cfg, "sampling.steps", "sampling.nfe")
     rules.check_terminal_snr(cfg.get("prediction"), bool(_select(cfg, "schedule.zero_terminal_snr") is True))
     for key in TRAIN_STEP_COUNTS:
         steps = _select(cfg, key)
@@ -140,12 +170,14 @@ def check_sample_config(cfg: DictConfig) -> None:
     """`sample.py`'s config (the step count is checked against the run's T once its checkpoint is read)."""
     find_checkpoint(str(cfg.ckpt))
     check(cfg, SAMPLE_RULES)
+    check_steps_or_nfe(cfg)
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
     """`evaluate.py`'s config (step counts are checked against the run's T once its checkpoint is read)."""
     find_checkpoint(str(cfg.ckpt))
     check(cfg, EVALUATE_RULES)
+    check_steps_or_nfe(cfg)
 
 
 def check_viz_config(cfg: DictConfig) -> None:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_lab.diffusion import Denoiser
+from diffusion_lab.diffusion import Denoiser, GaussianDiffusion
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling import Sampler
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,24 @@ def nfe(sampler: Sampler, denoiser: Denoiser) -> int:
     """Network evaluations per image of one chain: the sampler's per-image evaluations, twice over under
     classifier-free guidance (the conditional and the unconditional half of one batched call)."""
     return sampler.network_evaluations * denoiser.evaluations_per_call
+
+
+def steps_for_nfe(factory, diffusion: GaussianDiffusion, nfe: int, evaluations_per_call: int = 1,
+                  key: str = "nfe") -> int:
+    """The most steps (1..T) whose chain costs at most `nfe` network evaluations per image with the sampler that
+    `factory(diffusion, steps=K)` builds (Heun: (nfe + 1) // 2; guidance counts each evaluation twice)."""
+    def cost(K: int) -> int:
+        return factory(diffusion, steps=K).network_evaluations * evaluations_per_call
+
+    if cost(1) > nfe:
+        sampler = factory(diffusion, steps=1)
+        raise ConfigError(f"{key}={nfe}: allowed values are integers >= {cost(1)} for {sampler.label}"
+                          f"{' with guidance' if evaluations_per_call > 1 else ''} (its one step costs {cost(1)})")
+    low, high = 1, diffusion.num_timesteps  # cost is nondecreasing in K: the largest K with cost(K) <= nfe
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cost(middle) <= nfe else (low, middle - 1)
+    return low
 
 
 @torch.inference_mode()

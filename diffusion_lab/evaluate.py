@@ -2,6 +2,7 @@
 guidance scale, written to eval.json, plotted, printed and logged."""
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -9,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.config import build_option, option_config
-from diffusion_lab.cost import announced, nfe, seconds_per_evaluation
+from diffusion_lab.cost import announced, nfe, seconds_per_evaluation, steps_for_nfe
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import fresh_dir, write_json_atomic
@@ -76,6 +77,25 @@ def plot_against_guidance(results: list[dict], key: str):
     return fig
 
 
+def planned_settings(cfg: DictConfig, factories: dict, diffusion, denoisers: dict) -> list[tuple]:
+    """(guidance scale, sampler option, sampler) for every scale × sampler × step schedule (`spacings`, null:
+    each sampler's own) × step count, or × NFE budget when `nfe` is given (each solver's most steps within it;
+    a budget that gives the steps of an earlier one is measured once)."""
+    settings, seen = [], set()
+    for w in cfg.guidance_scales:
+        for name, factory in factories.items():
+            for spacing in cfg.spacings or [None]:
+                built = factory if spacing is None else partial(factory, spacing=spacing)
+                for budget in cfg.nfe or cfg.steps:
+                    steps = budget if cfg.nfe is None else steps_for_nfe(
+                        built, diffusion, budget, denoisers[w].evaluations_per_call)
+                    sampler = built(diffusion, steps=steps)
+                    if (w, sampler.label, steps) not in seen:
+                        seen.add((w, sampler.label, steps))
+                        settings.append((w, name, sampler))
+    return settings
+
+
 def evaluate_run(cfg: DictConfig) -> Path | None:
     """Sample `cfg.n` images per sampler × step count from the same seeds, measure them against the test set,
     and write eval.json and the plots into a new `<run>/eval/` folder; returns it (on rank 0). `cfg` is checked by
@@ -85,7 +105,8 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
     module.to(fabric.device)
     T = module.diffusion.num_timesteps
-    rules.check_step_counts("steps", cfg.steps, T)
+    if cfg.nfe is None:
+        rules.check_step_counts("steps", cfg.steps, T)
     data_dir = cfg.data_dir or run_cfg.dataset.data_dir
     with fabric.rank_zero_first():  # rank 0 trains and caches the feature net and the real features when missing
         metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
@@ -97,9 +118,8 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if not module.num_classes and list(cfg.guidance_scales) != [0.0]:
         raise ConfigError(f"guidance_scales={list(cfg.guidance_scales)}: this run is unconditional; allowed: [0.0] "
                           "(or a run trained with model.num_classes=10)")
-    settings = [(w, name, factory(module.diffusion, steps=steps)) for w in cfg.guidance_scales
-                for name, factory in factories.items() for steps in cfg.steps]
     denoisers = {w: module.denoiser(guidance_scale=w) for w in cfg.guidance_scales}
+    settings = planned_settings(cfg, factories, module.diffusion, denoisers)
     evaluations = sum(cfg.n * nfe(sampler, denoisers[w]) for w, _, sampler in settings)
     per_eval = seconds_per_evaluation(denoisers[cfg.guidance_scales[-1]], module.image_shape, fabric.device,
                                       min(cfg.batch_size, 64))
@@ -114,8 +134,8 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
                 on_batch=lambda b: bar.update(b * fabric.world_size * per_image))
             results.append(result)
             statistics[setting_name(result)] = statistics_of_setting
-            log.info("%-10s %5d steps, w=%g: FID %8.3f  %.1f s", name, sampler.num_steps, w, result["fid"],
-                     result["seconds"])
+            log.info("%-24s %5d steps (NFE %d), w=%g: FID %8.3f  %.1f s", sampler.label, sampler.num_steps,
+                     per_image, w, result["fid"], result["seconds"])
     if not fabric.is_global_zero:
         return None
     paired = []

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
+from diffusion_lab.cost import nfe, steps_for_nfe
 from diffusion_lab.files import fresh_dir, write_json_atomic
 from diffusion_lab.generation import Share, generate, launch
 from diffusion_lab.images import requested_classes, save_grid
@@ -24,15 +25,19 @@ def sample_run(cfg: DictConfig) -> Path | None:
     fabric = launch(cfg.accelerator, cfg.devices)
     module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
     T = module.diffusion.num_timesteps
-    if cfg.steps is not None:
-        rules.check_step_counts("steps", cfg.steps, T)
     module = module.to(fabric.device)
-    sampler = instantiate(cfg.sampler)(module.diffusion, steps=cfg.steps)
     share = Share(cfg.n, fabric.global_rank, fabric.world_size)
     labels = requested_classes(cfg.get("class"), module.num_classes, share.total)
     mine = share.mine(labels, fabric.device)
+    denoiser = module.denoiser(mine, cfg.guidance_scale)
+    factory, steps = instantiate(cfg.sampler), cfg.steps
+    if cfg.nfe is not None:
+        steps = steps_for_nfe(factory, module.diffusion, cfg.nfe, denoiser.evaluations_per_call)
+    elif steps is not None:
+        rules.check_step_counts("steps", steps, T)
+    sampler = factory(module.diffusion, steps=steps)
     start = time.perf_counter()
-    images = generate(module.denoiser(mine, cfg.guidance_scale), sampler, share.per_rank, module.image_shape,
+    images = generate(denoiser, sampler, share.per_rank, module.image_shape,
                       cfg.seed, cfg.batch_size, fabric.device, progress=cfg.progress and fabric.is_global_zero,
                       labels=mine, first=share.first)
     images = share.gather(images, fabric.all_gather).cpu()
@@ -44,10 +49,11 @@ def sample_run(cfg: DictConfig) -> Path | None:
     cls = cfg.get("class")
     condition = "" if labels is None else f"-{'classes' if cls is None else f'class{cls}'}-w{cfg.guidance_scale:g}"
     out = fresh_dir(Path(cfg.out_dir) if cfg.out_dir else
-                    run_dir / "samples" / f"{sampler.name}-{sampler.num_steps}-n{cfg.n}-seed{cfg.seed}{condition}")
+                    run_dir / "samples" / f"{sampler.label}-{sampler.num_steps}-n{cfg.n}-seed{cfg.seed}{condition}")
     settings = {
-        "ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler), "sampler_name": sampler.name,
-        "steps": sampler.num_steps, "timesteps": sampler.timesteps, "n": cfg.n, "seed": cfg.seed,
+        "ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler), "sampler_name": sampler.label,
+        "steps": sampler.num_steps, "nfe": nfe(sampler, denoiser),
+        "spacing": sampler.spacing, "timesteps": sampler.timesteps, "n": cfg.n, "seed": cfg.seed,
         "ema": cfg.ema, "world_size": fabric.world_size, "T": T, "run_name": run_cfg.get("run_name"),
         "class": cfg.get("class"), "guidance_scale": cfg.guidance_scale,
         "labels": labels.tolist() if labels is not None else None,

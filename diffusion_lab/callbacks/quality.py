@@ -112,7 +112,7 @@ class SampleQuality(Callback):
         budget = TimeBudget.of(trainer)
         per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n)) if budget else 0.0
         results, statistics = [], {}
-        name = self.sampler(pl_module.diffusion, steps=steps[0]).name
+        name = self.sampler(pl_module.diffusion, steps=steps[0]).label
         with announced(f"{title} ({name} at {steps} steps, n = {n})", n * self.evaluations(pl_module, steps),
                        per_eval, cut, enabled=trainer.is_global_zero and budget is not None) as bar:
             for k in steps:

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid, save_image
 from diffusion_lab import rules
 from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import log_image, require_after_ema
-from diffusion_lab.cost import announced, plan
+from diffusion_lab.cost import announced, plan, steps_for_nfe
 from diffusion_lab.generation import Share
 from diffusion_lab.images import grid_layout, requested_classes
 from diffusion_lab.plotting import image_axes, save, show
@@ -35,22 +35,26 @@ class SampleGrid(Callback):
     """
 
     def __init__(self, dirpath: str, n_images: int = 64, every_n_epochs: int = 1,
-                 sampler: Callable[..., Sampler] | None = None, steps: Sequence[int] = (), seed: int = 0):
+                 sampler: Callable[..., Sampler] | None = None, steps: Sequence[int] = (),
+                 nfe: Sequence[int] | None = None, seed: int = 0):
         rules.IMAGE_COUNT.check("sampling.n_images", n_images)
         rules.EVERY_N_EPOCHS.check("sampling.every_n_epochs", every_n_epochs)
         self.dirpath = Path(dirpath)
         self.n_images, self.every_n_epochs, self.seed = n_images, every_n_epochs, seed
-        self.sampler, self.steps = sampler, list(steps)
+        self.sampler, self.steps, self.nfe = sampler, list(steps), None if nfe is None else list(nfe)
         self.saved: list[Path] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require_after_ema(trainer, self)
 
     def samplers(self, pl_module: pl.LightningModule) -> list[Sampler]:
-        """Full-T ancestral DDPM, then the configured sampler at each step count."""
+        """Full-T ancestral DDPM, then the configured sampler at each step count (or NFE budget)."""
         chosen = [DDPMSampler(pl_module.diffusion)]
         if self.sampler is not None:
-            chosen += [self.sampler(pl_module.diffusion, steps=k) for k in self.steps]
+            diffusion = pl_module.diffusion
+            steps = self.steps if self.nfe is None else dict.fromkeys(
+                steps_for_nfe(self.sampler, diffusion, k, key="sampling.nfe") for k in self.nfe)
+            chosen += [self.sampler(diffusion, steps=k) for k in steps]
         return chosen
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -92,7 +96,7 @@ class SampleGrid(Callback):
         mine = share.mine(classes, device)
         samples = {}
         budget = TimeBudget.of(trainer)
-        names = ", ".join(f"{s.name}-{s.num_steps}" for s in samplers)
+        names = ", ".join(f"{s.label}-{s.num_steps}" for s in samplers)
         with announced(f"sample grids ({when}: {n} images, {names})", n * sum(s.network_evaluations for s in samplers),
                        budget.seconds_per_evaluation(trainer, pl_module, n) if budget else 0.0, cut,
                        enabled=trainer.is_global_zero and budget is not None) as bar:
@@ -100,7 +104,7 @@ class SampleGrid(Callback):
                 noise = ImageNoise(self.seed, images_of_mine, device)
                 start = noise.randn(pl_module.image_shape)
                 images = share.gather(pl_module.sample(start, noise, sampler, mine), pl_module.all_gather)
-                samples[f"{sampler.name}-{sampler.num_steps}"] = grid_layout(
+                samples[f"{sampler.label}-{sampler.num_steps}"] = grid_layout(
                     images, classes[:n] if classes is not None else None, blank=1.0)
                 bar.update(n * sampler.network_evaluations)
         if not trainer.is_global_zero:

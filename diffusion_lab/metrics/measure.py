@@ -13,7 +13,7 @@ from diffusion_lab.images import requested_classes
 from diffusion_lab.metrics.quality import InceptionFID, QualityMetrics
 from diffusion_lab.sampling import Sampler
 
-COLUMNS = ["sampler", "steps", "nfe", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
+COLUMNS = ["sampler", "spacing", "steps", "nfe", "fid", "kid_mean", "kid_std", "precision", "recall", "coverage", "class_entropy",
            "classes_below_half", "confidence", "n", "seconds_per_1k", "seconds", "images_per_second"]
 
 
@@ -42,7 +42,8 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
     features, probabilities = (share.gather(x, all_gather) for x in metrics.features(images))
     seconds = time.perf_counter() - start
     asked = classes[:n] if classes is not None else None
-    result = {"sampler": sampler.name, "steps": sampler.num_steps, "nfe": nfe(sampler, denoiser),
+    result = {"sampler": sampler.label, "spacing": sampler.spacing, "steps": sampler.num_steps,
+              "nfe": nfe(sampler, denoiser),
               **metrics.score(features, probabilities, asked, intervals=not return_statistics),
               "seconds_per_1k": round(1000 * sampling_seconds / n, 3),
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 2)}
@@ -61,7 +62,7 @@ def setting_name(result: dict) -> str:
 
 def comparisons(results: list[dict]) -> list[tuple[str, str]]:
     """The pairs of settings to compare, at each guidance scale: every step count against the largest of its
-    sampler, and every sampler against each later one at equal steps."""
+    sampler, and every sampler against each later one at equal cost (network evaluations per image)."""
     pairs = []
     for w in dict.fromkeys(r.get("guidance_scale") for r in results):
         rows = [r for r in results if r.get("guidance_scale") == w]
@@ -69,8 +70,8 @@ def comparisons(results: list[dict]) -> list[tuple[str, str]]:
             mine = [r for r in rows if r["sampler"] == name]
             most = max(mine, key=lambda r: r["steps"])
             pairs += [(setting_name(r), setting_name(most)) for r in mine if r is not most]
-        for steps in dict.fromkeys(r["steps"] for r in rows):
-            same = [setting_name(r) for r in rows if r["steps"] == steps]
+        for cost in dict.fromkeys(r["nfe"] for r in rows):
+            same = [setting_name(r) for r in rows if r["nfe"] == cost]
             pairs += [(a, b) for i, a in enumerate(same) for b in same[i + 1:]]
     return pairs
 
@@ -86,13 +87,13 @@ def paired_table(rows: list[dict]) -> str:
     pairs = {(r["setting"], r["against"]): {} for r in rows}
     for r in rows:
         pairs[r["setting"], r["against"]][r["metric"]] = r
-    lines = [f"{'setting':<16}{'against':<16}" + "".join(f"{PAIRED_COLUMNS[m]:>11}" for m in metrics[:1])
+    lines = [f"{'setting':<28}{'against':<28}" + "".join(f"{PAIRED_COLUMNS[m]:>11}" for m in metrics[:1])
              + f"{'95% CI':>22}" + "".join(f"{PAIRED_COLUMNS[m]:>11}" for m in metrics[1:])]
     for (setting, against), by_metric in pairs.items():
         cells = [f"{by_metric[m]['diff']:>10.4g}{'*' if by_metric[m]['distinguishable'] else ' '}"
                  if m in by_metric else f"{'-':>11}" for m in metrics]
         ci = interval(by_metric[metrics[0]]["ci"]) if metrics[0] in by_metric else "-"
-        lines.append(f"{setting:<16}{against:<16}{cells[0]}{ci:>22}{''.join(cells[1:])}")
+        lines.append(f"{setting:<28}{against:<28}{cells[0]}{ci:>22}{''.join(cells[1:])}")
     return "\n".join(lines)
 
 
@@ -100,10 +101,10 @@ def results_table(results: list[dict]) -> str:
     """The results as a fixed-width text table, one row per sampler and step count: cost (network evaluations
     per image, seconds per 1,000 images), n, FID with its interval and its real-against-real floor at this n,
     FID∞, KID (×10³) with its interval, precision, recall, coverage, class entropy."""
-    header = f"{'sampler':<11}{'steps':>6}{'NFE':>6}{'s/1k':>8}{'n':>7}{'FID':>9}{'FID 95% CI':>20}{'floor':>8}" \
+    header = f"{'sampler':<24}{'steps':>6}{'NFE':>6}{'s/1k':>8}{'n':>7}{'FID':>9}{'FID 95% CI':>20}{'floor':>8}" \
              f"{'FID∞':>8}{'KID×1e3':>9}{'KID 95% CI':>18}{'prec':>7}{'recall':>7}{'cover':>7}{'entropy':>8}"
     header += f"{'w':>6}{'class acc':>10}" if "class_accuracy" in results[0] else ""
-    rows = [f"{r['sampler']:<11}{r['steps']:>6}{r['nfe']:>6}{r['seconds_per_1k']:>8.1f}{r['n']:>7}{r['fid']:>9.4g}"
+    rows = [f"{r['sampler']:<24}{r['steps']:>6}{r['nfe']:>6}{r['seconds_per_1k']:>8.1f}{r['n']:>7}{r['fid']:>9.4g}"
             f"{interval(r.get('fid_ci')):>20}{number(r.get('floor_fid')):>8}{number(r.get('fid_inf')):>8}"
             f"{1e3 * r['kid_mean']:>9.3g}{interval(r.get('kid_ci'), 1e3):>18}"
             f"{r['precision']:>7.3f}{r['recall']:>7.3f}{r['coverage']:>7.3f}{r['class_entropy']:>8.3f}"
