@@ -9,7 +9,7 @@ from diffusion_lab.cli import evaluate_main
 
 pytestmark = pytest.mark.slow
 
-KEYS = {"sampler", "steps", "nfe", "fid", "fid_inf", "floor_fid", "kid_mean", "kid_std", "precision", "recall",
+KEYS = {"sampler", "spacing", "steps", "nfe", "fid", "fid_inf", "floor_fid", "kid_mean", "kid_std", "precision", "recall",
         "coverage", "class_entropy", "class_entropy_max", "classes_below_half", "confidence", "n", "seconds_per_1k",
         "seconds", "images_per_second", "fid_ci", "floor_fid_ci", "kid_ci", "precision_ci", "recall_ci", "coverage_ci",
         "class_entropy_ci"}  # no fid_inf_ci: FID∞ needs n >= 3 × 128, so fid_inf is null at n = 24
@@ -46,6 +46,25 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_
     assert (out / "eval.json").read_bytes() == before
     again = json.loads((tiny_run / "eval-1" / "eval.json").read_text())
     assert [r["fid"] for r in again["results"]] == [r["fid"] for r in report["results"]]  # same seeds, same numbers
+
+
+def test_evaluate_at_equal_cost_over_solvers_and_step_schedules(tiny_run, tiny_data, tmp_path, run_in_process):
+    """nfe= budgets: each solver its most steps within them (Heun 2K − 1 evaluations), on each step schedule of
+    `spacings`; the pairs compare settings of equal NFE."""
+    result = run_in_process(evaluate_main, f"ckpt={tiny_run}", "samplers=[heun,dpm_solver]",
+                            "spacings=[trailing,karras]", "nfe=[3,6]", "n=8", "real_n=48", "resamples=20",
+                            "wandb=false", "feature_net.epochs=1", f"feature_net.cache_dir={tmp_path}",
+                            f"data_dir={tiny_data}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (out,) = [p for p in tiny_run.glob("eval*") if "heun" in json.loads((p / "eval.json").read_text())["samplers"]]
+    rows = json.loads((out / "eval.json").read_text())["results"]
+    assert [(r["sampler"], r["spacing"], r["steps"], r["nfe"]) for r in rows] == [
+        ("heun", "trailing", 2, 3), ("heun", "trailing", 3, 5), ("heun+karras", "karras", 2, 3),
+        ("heun+karras", "karras", 3, 5), ("dpm_solver", "trailing", 3, 3), ("dpm_solver", "trailing", 6, 6),
+        ("dpm_solver+karras", "karras", 3, 3), ("dpm_solver+karras", "karras", 6, 6)]
+    pairs = {(p["setting"], p["against"]) for p in json.loads((out / "eval.json").read_text())["paired"]}
+    assert ("heun-2", "dpm_solver-3") in pairs and ("heun+karras-2", "dpm_solver+karras-3") in pairs
+    assert ("heun-3", "dpm_solver-6") not in pairs  # 5 against 6 network evaluations: not an equal-cost pair
 
 
 def test_two_processes_split_the_sampling_and_score_exactly_n(tiny_run, tiny_data, tmp_path):

@@ -56,6 +56,17 @@ def test_ema_false_uses_the_raw_weights(tiny_run, tmp_path, run_in_process):
     assert read_samples(tmp_path / "raw")[1]["ema"] is False
 
 
+def test_a_budget_of_network_evaluations_sets_the_steps(tiny_run, tmp_path, run_in_process):
+    result = run_in_process(sample_main, f"ckpt={tiny_run}", "sampler=heun", "sampler.spacing=karras", "nfe=7",
+                            "n=2", f"out_dir={tmp_path / 'heun'}", "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images, settings = read_samples(tmp_path / "heun")
+    assert images.shape == (2, 28, 28) and np.isfinite(images).all()
+    assert (settings["sampler_name"], settings["spacing"], settings["steps"], settings["nfe"]) == (
+        "heun+karras", "karras", 4, 7)
+    assert len(settings["timesteps"]) == 7 and settings["timesteps"][0] == 49
+
+
 @pytest.mark.slow
 def test_two_processes_split_the_work_and_draw_the_images_one_process_draws(tiny_run, tmp_path, run_in_process):
     args = [f"ckpt={tiny_run}", "sampler=ddpm", "steps=4", "n=5", "accelerator=cpu", "progress=false"]

@@ -373,6 +373,65 @@ def test_3m_at_diffusers_weight_is_second_order(monkeypatch):
     assert math.log2(errors[-2] / errors[-1]) == pytest.approx(2, abs=0.2)
 
 
+# --- zero terminal SNR ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_betas", [linear_betas, cosine_betas])
+def test_zero_terminal_snr_is_lin_et_al_algorithm_1_up_to_its_floor(diffusers, make_betas):
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+    from diffusion_lab.diffusion.schedules import ZERO_SNR_FLOOR
+
+    ours = torch.cumprod(1 - make_betas(1000, zero_terminal_snr=True), 0)
+    theirs = torch.cumprod(1 - rescale_zero_terminal_snr(make_betas(1000)), 0)
+    assert float(theirs[-1]) == 0 and float(ours[-1]) == pytest.approx(ZERO_SNR_FLOOR, rel=1e-9)
+    assert float((ours.sqrt() - theirs.sqrt()).abs().max()) <= ZERO_SNR_FLOOR**0.5 * (1 + 1e-9)  # by ≤ 2⁻¹²
+    assert float(ours[0]) == pytest.approx(float(torch.cumprod(1 - make_betas(1000), 0)[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["ddim", "ddpm", "euler", "heun", "dpm_solver", "dpm_solver_3m", "unipc"])
+def test_a_v_prediction_oracle_samples_from_zero_terminal_snr(solver):
+    """At ᾱ_{T−1} = 2⁻²⁴ x_T is noise alone; a v-model that knows x_0 still leads every solver to it (through the
+    network's ε, in float32, as in sampling)."""
+    diffusion = GaussianDiffusion(linear_betas(1000, zero_terminal_snr=True), prediction="v")
+    x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def v_oracle(x, t):
+        a = diffusion.alphas_cumprod_at(t, 4)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return diffusion.eps_from_output(a.sqrt() * eps - (1 - a).sqrt() * x0, x, t)
+
+    sampler = build_option("sampler", solver)(diffusion, steps=20, spacing="trailing")
+    assert sampler.timesteps[0] == 999 and sampler.alphas_cumprod[0] < 1e-7
+    assert torch.allclose(sampler.sample(v_oracle, noise, torch.Generator().manual_seed(2)), x0, atol=2e-3)
+
+
+# --- equal cost: NFE budgets ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver,spacing,nfe,steps", [
+    ("ddim", "trailing", 10, 10), ("dpm_solver_3m", "karras", 20, 20), ("unipc", "trailing", 7, 7),
+    ("heun", "karras", 10, 5), ("heun", "karras", 9, 5), ("heun", "karras", 1, 1), ("heun", "log_snr", 10, 5),
+    ("euler", "karras", 5000, 1000),  # a budget above T steps: all T
+])
+def test_a_budget_of_network_evaluations_buys_each_solver_its_most_steps(solver, spacing, nfe, steps):
+    from diffusion_lab.cost import steps_for_nfe
+
+    diffusion = GaussianDiffusion(linear_betas(1000))
+    factory = build_option("sampler", solver, spacing=spacing)
+    assert steps_for_nfe(factory, diffusion, nfe) == steps
+    assert factory(diffusion, steps=steps).network_evaluations <= nfe
+
+
+def test_under_guidance_a_budget_buys_half_the_steps_and_too_small_a_one_is_refused():
+    from diffusion_lab.cost import steps_for_nfe
+
+    diffusion = GaussianDiffusion(linear_betas(1000))
+    assert steps_for_nfe(build_option("sampler", "heun"), diffusion, 20, evaluations_per_call=2) == 5
+    with pytest.raises(ConfigError, match=r"nfe=1: allowed values are integers >= 2 for ddim with guidance"):
+        steps_for_nfe(build_option("sampler", "ddim"), diffusion, 1, evaluations_per_call=2)
+
+
 # --- bad input -------------------------------------------------------------------------------------------
 
 
@@ -396,3 +455,14 @@ def test_bad_solver_settings_are_refused_in_one_line(make, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")) as info:
         make(GaussianDiffusion(linear_betas(1000)))
     assert "\n" not in str(info.value)
+
+
+def test_the_training_grids_take_nfe_budgets_too():
+    from types import SimpleNamespace
+
+    from diffusion_lab.callbacks import SampleGrid
+
+    grid = SampleGrid("unused", sampler=build_option("sampler", "heun"), nfe=[5, 6, 10])
+    samplers = grid.samplers(SimpleNamespace(diffusion=GaussianDiffusion(linear_betas(100))))
+    assert [(s.label, s.num_steps, s.network_evaluations) for s in samplers] == [
+        ("ddpm", 100, 100), ("heun+karras", 3, 5), ("heun+karras", 5, 9)]  # 6 buys what 5 does: one grid
