@@ -43,9 +43,10 @@ def denoising_trajectory(net: nn.Module, diffusion: GaussianDiffusion, sampler: 
                          generator: torch.Generator | None = None, snapshots: int = 10) -> Figure:
     """x at `snapshots` points spread evenly over the sampler's chain, from the noise to the sample x_0.
 
-    One row per image of `noise`; column p shows x after p of the K steps, labelled with the model's t there.
+    One row per image of `noise`; column p shows x after p of the chain's K evaluations (its steps, but for
+    Heun), labelled with the model's t there.
     """
-    K = sampler.num_steps
+    K = sampler.network_evaluations
     positions = torch.linspace(0, K, snapshots).round().long().unique().tolist()
     xs = {0: noise}
 
@@ -56,10 +57,10 @@ def denoising_trajectory(net: nn.Module, diffusion: GaussianDiffusion, sampler: 
     sampler.sample(net, noise, generator, callback=keep)
     fig, axes = image_axes(len(noise), len(positions), panel=1.0)
     for col, p in enumerate(positions):
-        title = f"t = {sampler.timesteps[p]}" if p < K else "$x_0$"
+        title = f"t = {sampler.timesteps[p]:.4g}" if p < K else "$x_0$"
         for row in range(len(noise)):
             show(axes[row, col], xs[p][row:row + 1], title="" if row else title)
-    fig.suptitle(f"{type(sampler).__name__}, {K} steps: noise → sample")
+    fig.suptitle(f"{type(sampler).__name__}, {sampler.num_steps} steps: noise → sample")
     return fig
 
 
