@@ -121,6 +121,16 @@ def test_spacing_matches_diffusers_and_covers_the_chain(diffusers, spacing, K):
         assert ours[-1] == 0
 
 
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("T", [1000, 200])
+def test_every_step_count_gets_that_many_distinct_timesteps_in_range(spacing, T):
+    """For every K of 1..T (diffusers' trailing arange gives K + 1 timesteps, the last −1, for 62 of the K ≤ 1000)."""
+    for K in range(1, T + 1):
+        steps = spaced_timesteps(T, K, spacing)
+        assert len(steps) == K and len(set(steps)) == K and steps == sorted(steps, reverse=True), K
+        assert 0 <= steps[-1] and steps[0] <= T - 1, K
+
+
 def test_one_linspace_step_starts_from_noise_not_from_t0():
     assert spaced_timesteps(1000, 1, "linspace") == [999] == spaced_timesteps(1000, 1, "trailing")
 

@@ -23,11 +23,11 @@ class DDIMSampler(Sampler):
         rules.ETA.check("sampler.eta", eta)
         super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
         self.eta = eta
-        self.sigmas = [eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))
+        self.noise_stds = [eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))
                        for a, ap in zip(self.alphas_cumprod, self.alphas_cumprod_prev)]
 
     def step(self, eps, i, x, generator=None):
-        a, a_prev, sigma = self.alphas_cumprod[i], self.alphas_cumprod_prev[i], self.sigmas[i]
+        a, a_prev, sigma = self.alphas_cumprod[i], self.alphas_cumprod_prev[i], self.noise_stds[i]
         x0 = self.predict_x0(eps, i, x)
         if self.bounds_x0:
             eps = eps_from("x0", x0, x, a)

@@ -23,7 +23,7 @@ class DDPMSampler(Sampler):
                  variance: str = "fixed_small", clip_denoised: bool = False, dynamic_threshold: float | None = None):
         rules.VARIANCE.check("sampler.variance", variance)
         super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
-        self.betas, self.coef_x0, self.coef_xt, self.sigmas = [], [], [], []
+        self.betas, self.coef_x0, self.coef_xt, self.noise_stds = [], [], [], []
         for i, (a, a_prev) in enumerate(zip(self.alphas_cumprod, self.alphas_cumprod_prev)):
             beta = 1 - a / a_prev
             posterior_variance = (1 - a_prev) / (1 - a) * beta
@@ -31,10 +31,10 @@ class DDPMSampler(Sampler):
             self.betas.append(beta)
             self.coef_x0.append(math.sqrt(a_prev) * beta / (1 - a))  # posterior mean coefficients, Ho eq. 7
             self.coef_xt.append(math.sqrt(1 - beta) * (1 - a_prev) / (1 - a))
-            self.sigmas.append(0.0 if last else math.sqrt(posterior_variance if variance == "fixed_small" else beta))
+            self.noise_stds.append(0.0 if last else math.sqrt(posterior_variance if variance == "fixed_small" else beta))
 
     def step(self, eps, i, x, generator=None):
         mean = self.coef_x0[i] * self.predict_x0(eps, i, x) + self.coef_xt[i] * x
-        if self.sigmas[i] == 0:
+        if self.noise_stds[i] == 0:
             return mean
-        return mean + self.sigmas[i] * self.noise_like(x, generator)
+        return mean + self.noise_stds[i] * self.noise_like(x, generator)

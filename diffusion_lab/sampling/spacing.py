@@ -32,7 +32,8 @@ def spaced_timesteps(T: int, K: int, spacing: str = "trailing") -> list[int]:
     rules.TIME_SPACING.check("sampler.spacing", spacing)
     rules.check_step_counts("steps", K, T)
     if spacing == "trailing":
-        steps = np.round(np.arange(T, 0, -T / K)).astype(np.int64) - 1
+        # T − i·T/K for i < K: diffusers' np.arange(T, 0, −T/K) has K + 1 entries (the last −1) for K = 61, 103, …
+        steps = np.round(T - np.arange(K) * (T / K)).astype(np.int64) - 1
     elif spacing == "linspace":  # np.linspace gives [0] for K = 1; one step must start from noise
         steps = np.linspace(0, T - 1, K).round().astype(np.int64)[::-1] if K > 1 else np.array([T - 1])
     else:
