@@ -11,12 +11,18 @@ solvers=(ddpm ddim euler euler_ancestral heun dpm_solver dpm_solver_3m dpm_solve
 pilot_n=${PILOT_N:-300}
 n=${N:-400}
 common=(ckpt="$run" resamples=200 wandb=false batch_size=500)
+# Each step leaves its eval.json in <run dir>/eval-<name>/; a step whose results are there is not run again.
 # 1. The pilot: every solver on every step schedule at NFE 10 (one evaluate call: paired differences among all).
-python evaluate.py "${common[@]}" samplers="[$(IFS=,; echo "${solvers[*]}")]" \
-  spacings=[trailing,linspace,leading,karras,exponential,log_snr] nfe=[10] n="$pilot_n"
-mv "$run/eval" "$run/eval-pilot"
+if [ ! -f "$run/eval-pilot/eval.json" ]; then
+  rm -rf "$run/eval"
+  python evaluate.py "${common[@]}" samplers="[$(IFS=,; echo "${solvers[*]}")]" \
+    spacings=[trailing,linspace,leading,karras,exponential,log_snr] nfe=[10] n="$pilot_n"
+  mv "$run/eval" "$run/eval-pilot"
+fi
 # 2. Each solver on the schedule with the lowest pilot FID, at every budget.
 for solver in "${solvers[@]}"; do
+  [ -f "$run/eval-$solver/eval.json" ] && continue
+  rm -rf "$run/eval"
   spacing=$(python $here/summarize.py best-spacing "$run/eval-pilot/eval.json" "$solver")
   python evaluate.py "${common[@]}" samplers="[$solver]" spacings="[$spacing]" nfe=[5,10,20,50,100,200] n="$n"
   mv "$run/eval" "$run/eval-$solver"
