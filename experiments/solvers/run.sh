@@ -27,4 +27,10 @@ for solver in "${solvers[@]}"; do
   python evaluate.py "${common[@]}" samplers="[$solver]" spacings="[$spacing]" nfe=[5,10,20,50,100,200] n="$n"
   mv "$run/eval" "$run/eval-$solver"
 done
+# 3. One call at NFE 200 for the stochastic samplers against 3M: their paired differences across solvers.
+if [ ! -f "$run/eval-paired-200/eval.json" ]; then
+  rm -rf "$run/eval"
+  python evaluate.py "${common[@]}" samplers=[ddpm,dpm_solver_3m,dpm_solver_sde] nfe=[200] n="$n"
+  mv "$run/eval" "$run/eval-paired-200"
+fi
 python $here/summarize.py report "$run" $here

@@ -34,7 +34,7 @@ def cell(row: dict | None) -> str:
 def report(run: Path, out: Path) -> None:
     pilot = json.loads((run / "eval-pilot" / "eval.json").read_text())
     evals = {p.name.removeprefix("eval-"): json.loads((p / "eval.json").read_text())
-             for p in sorted(run.glob("eval-*")) if p.name != "eval-pilot"}
+             for p in sorted(run.glob("eval-*")) if p.name not in ("eval-pilot", "eval-paired-200")}
     rows = [r for e in evals.values() for r in e["results"]]
     lines = [f"# Solvers at equal cost: {pilot['run_name']}, real_n = {pilot['real_n']}", "",
              f"## Pilot: FID at NFE 10 per step schedule (n = {pilot['results'][0]['n']}, 95 % intervals)", ""]
