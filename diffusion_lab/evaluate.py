@@ -52,7 +52,8 @@ def plot_against(results: list[dict], key: str, axis: str = "steps"):
         ax.plot(*zip(*front), color="black", linewidth=0.8, alpha=0.5, label="Pareto front")
     n = sorted({r["n"] for r in results})
     ax.set(xlabel=label, ylabel=key, xscale="log", title=f"{key} against {label.split(' (')[0]} (n = {', '.join(map(str, n))})")
-    ax.legend(fontsize=8)
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=8 if entries <= 6 else 6, ncol=1 if entries <= 6 else 2)  # a sweep of solvers: two columns
     return fig
 
 
