@@ -338,3 +338,26 @@ def test_scores_at_different_n_on_one_metrics_object_equal_fresh_ones():
     for n in (100, 300, 600):
         fresh = QualityMetrics(Identity(4), real, kid_subset_size=200, resamples=20)
         assert shared.score(fake[:n], probabilities[:n]) == fresh.score(fake[:n], probabilities[:n])
+
+
+def test_wandb_gets_each_metric_against_steps_and_against_nfe():
+    from diffusion_lab.metrics.measure import log_to_wandb
+
+    class Run:
+        def __init__(self):
+            self.logged = {}
+
+        def log(self, values):
+            self.logged |= values
+
+    rows = [{"sampler": name, "steps": steps, "nfe": nfe, "fid": 10.0 / nfe, "kid_mean": 0.1, "precision": 0.5,
+             "recall": 0.5, "coverage": 0.5} for name, steps, nfe in (("heun+karras", 3, 5), ("heun+karras", 5, 9),
+                                                                      ("dpm_solver", 5, 5), ("dpm_solver", 9, 9))]
+    run = Run()
+    log_to_wandb(run, rows)
+    metrics = ("fid", "kid_mean", "precision", "recall", "coverage")
+    assert {f"eval/{m}_vs_{axis}" for m in metrics for axis in ("steps", "nfe")} | {"eval/results"} == set(run.logged)
+    # against NFE the two solvers share their x values; against steps they do not (Heun: 3 and 5 for 5 and 9 NFE)
+    assert run.logged["eval/fid_vs_nfe"].table.data == [[5, "heun+karras", 2.0], [9, "heun+karras", 10 / 9],
+                                                        [5, "dpm_solver", 2.0], [9, "dpm_solver", 10 / 9]]
+    assert [row[0] for row in run.logged["eval/fid_vs_steps"].table.data] == [3, 5, 9, 3, 5, 9]

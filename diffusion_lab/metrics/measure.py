@@ -134,8 +134,8 @@ def wandb_columns(results: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def log_to_wandb(run, results: list[dict], prefix: str = "eval", paired: list[dict] = ()) -> None:
-    """W&B tables of the results (and of the paired differences) and, per metric, a line plot against the steps
-    with one line per sampler."""
+    """W&B tables of the results (and of the paired differences) and, per metric, line plots against the steps
+    and against NFE with one line per sampler."""
     import wandb  # only where results go to W&B: importing it takes seconds
 
     columns, rows = wandb_columns(results)
@@ -145,9 +145,10 @@ def log_to_wandb(run, results: list[dict], prefix: str = "eval", paired: list[di
         run.log({f"{prefix}/paired": wandb.Table(columns=keys, data=[
             [p["setting"], p["against"], p["metric"], p["diff"], *p["ci"], p["distinguishable"]] for p in paired])})
     names = list(dict.fromkeys(r["sampler"] for r in results))
-    steps = sorted({r["steps"] for r in results})
-    for key in ("fid", "kid_mean", "precision", "recall", "coverage"):
-        by_steps = {(r["sampler"], r["steps"]): r[key] for r in results}
-        ys = [[by_steps.get((name, k), float("nan")) for k in steps] for name in names]
-        run.log({f"{prefix}/{key}_vs_steps": wandb.plot.line_series(xs=steps, ys=ys, keys=names, xname="steps",
-                                                                    title=f"{key} against sampling steps")})
+    for axis, words in (("steps", "sampling steps"), ("nfe", "network evaluations per image")):
+        xs = sorted({r[axis] for r in results})
+        for key in ("fid", "kid_mean", "precision", "recall", "coverage"):
+            by_x = {(r["sampler"], r[axis]): r[key] for r in results}
+            ys = [[by_x.get((name, x), float("nan")) for x in xs] for name in names]
+            run.log({f"{prefix}/{key}_vs_{axis}": wandb.plot.line_series(xs=xs, ys=ys, keys=names, xname=axis,
+                                                                         title=f"{key} against {words}")})
