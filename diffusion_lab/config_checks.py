@@ -18,8 +18,9 @@ from diffusion_lab.rules import Allowed, integer, is_int, is_list, is_number, nu
 
 MISSING = object()
 
-NFE_BUDGETS = Allowed(lambda v: v is None or (is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v)),
-                      "null or non-empty lists of integers >= 1")
+COUNT_LISTS = Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
+                     "non-empty lists of integers >= 1")  # step counts or NFE budgets
+NFE_BUDGETS = Allowed(lambda v: v is None or COUNT_LISTS.test(v), f"null or {COUNT_LISTS.words}")
 SAMPLER_RULES = {  # the settings of conf/sampler/ options, where a config has them
     "sampler.spacing": rules.SPACING,
     "sampler.eta": rules.ETA,
@@ -98,8 +99,7 @@ EVALUATE_RULES = COMMON_RULES | {
     "n": rules.SCORED_COUNT,
     "real_n": rules.SCORED_COUNT,
     "resamples": rules.RESAMPLES,
-    "steps": Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
-                     "non-empty lists of integers >= 1"),
+    "steps": COUNT_LISTS,
     "nfe": NFE_BUDGETS,
     "spacings": Allowed(lambda v: v is None or (is_list(v) and len(v) > 0 and all(s in rules.SPACINGS for s in v)),
                         f"null or non-empty lists of {', '.join(rules.SPACINGS)}"),
@@ -157,7 +157,7 @@ def check_train_config(cfg: DictConfig) -> None:
     """All the checks for `train.py`'s config; raises ConfigError at the first bad value."""
     check(cfg, TRAIN_RULES)
     check_steps_or_nfe(cfg, "sampling.steps", "sampling.nfe")
-    rules.check_terminal_snr(cfg.get("prediction"), bool(_select(cfg, "schedule.zero_terminal_snr") is True))
+    rules.check_terminal_snr(cfg.get("prediction"), _select(cfg, "schedule.zero_terminal_snr") is True)
     for key in TRAIN_STEP_COUNTS:
         steps = _select(cfg, key)
         if steps is not MISSING:

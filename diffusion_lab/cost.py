@@ -29,10 +29,11 @@ def steps_for_nfe(factory, diffusion: GaussianDiffusion, nfe: int, evaluations_p
     def cost(K: int) -> int:
         return factory(diffusion, steps=K).network_evaluations * evaluations_per_call
 
-    if cost(1) > nfe:
-        sampler = factory(diffusion, steps=1)
-        raise ConfigError(f"{key}={nfe}: allowed values are integers >= {cost(1)} for {sampler.label}"
-                          f"{' with guidance' if evaluations_per_call > 1 else ''} (its one step costs {cost(1)})")
+    one_step = factory(diffusion, steps=1)
+    least = one_step.network_evaluations * evaluations_per_call
+    if least > nfe:
+        raise ConfigError(f"{key}={nfe}: allowed values are integers >= {least} for {one_step.label}"
+                          f"{' with guidance' if evaluations_per_call > 1 else ''} (its one step costs {least})")
     low, high = 1, diffusion.num_timesteps  # cost is nondecreasing in K: the largest K with cost(K) <= nfe
     while low < high:
         middle = (low + high + 1) // 2

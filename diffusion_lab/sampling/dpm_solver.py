@@ -6,6 +6,7 @@ from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.sampling.base import Sampler
+from diffusion_lab.sampling.spacing import half_log_snr, vp_scales
 
 FEW_STEPS = 15  # below this many steps, `lower_order_final` lowers the order of the last steps (as diffusers)
 
@@ -39,7 +40,7 @@ class DPMSolverSampler(Sampler):
             raise ConfigError("sampler.order=3: sampler.algorithm=sde-dpmsolver++ allows 2 (2M SDE)")
         super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
         self.order, self.stochastic, self.lower_order_final = order, algorithm == "sde-dpmsolver++", lower_order_final
-        self.lambdas = [-math.log(s) if s > 0 else math.inf for s in self.sigmas]  # λ = log(α/σ) = −log σ_VE
+        self.lambdas = [half_log_snr(s) for s in self.sigmas]
         self.reset()
 
     @property
@@ -64,8 +65,7 @@ class DPMSolverSampler(Sampler):
             return self.history[-1]
         order, lam = self.order_at(i), self.lambdas
         h = lam[i + 1] - lam[i]
-        a_s = 1 / math.sqrt(1 + self.sigmas[i + 1]**2)  # α and σ of the VP form: α = 1/sqrt(1 + σ_VE²), σ = σ_VE·α
-        s_s, s_t = self.sigmas[i + 1] * a_s, self.sigmas[i] / math.sqrt(1 + self.sigmas[i]**2)
+        (a_s, s_s), (_, s_t) = vp_scales(self.sigmas[i + 1]), vp_scales(self.sigmas[i])
         d0 = self.history[-1]
         d1 = d2 = 0
         if order >= 2:

@@ -12,6 +12,7 @@ steps of the chain would start from an x_K that is not pure noise. A schedule gi
   but with every evaluation spent on the ODE and none on a jump from σ_min to 0; x keeps t = 0's noise.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,17 @@ def sigma_of(alpha_bar: float) -> float:
 def alpha_bar_of(sigma: float) -> float:
     """ᾱ = 1/(1 + σ²); 1 at σ = 0."""
     return 1 / (1 + sigma * sigma)
+
+
+def vp_scales(sigma: float) -> tuple[float, float]:
+    """(α, σ_VP) = (1, σ)/sqrt(1 + σ²): the level σ in the form x = α·x_0 + σ_VP·ε that the samplers carry."""
+    scale = 1 / (1 + sigma * sigma) ** 0.5
+    return scale, sigma * scale
+
+
+def half_log_snr(sigma: float) -> float:
+    """λ = log(α/σ_VP) = −log σ, DPM-Solver's and UniPC's time; ∞ at σ = 0."""
+    return -math.log(sigma) if sigma > 0 else math.inf
 
 
 def noise_levels(alphas_cumprod: np.ndarray, K: int, spacing: str = "trailing") -> NoiseLevels:

@@ -3,10 +3,12 @@
 import math
 
 import numpy as np
+import torch
 
 from diffusion_lab import rules
 from diffusion_lab.diffusion import GaussianDiffusion
 from diffusion_lab.sampling.base import Sampler
+from diffusion_lab.sampling.spacing import half_log_snr, vp_scales
 
 
 def bh2_coefficients(rks: list[float], h: float, order: int, predictor: bool) -> tuple[float, float, list[float]]:
@@ -48,7 +50,7 @@ class UniPCSampler(Sampler):
         rules.BOOLEAN.check("sampler.lower_order_final", lower_order_final)
         super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
         self.order, self.lower_order_final = order, lower_order_final
-        self.lambdas = [-math.log(s) if s > 0 else math.inf for s in self.sigmas]
+        self.lambdas = [half_log_snr(s) for s in self.sigmas]
         self.reset()
 
     @property
@@ -59,7 +61,7 @@ class UniPCSampler(Sampler):
         self.history = []  # the latest data predictions, newest last
         self.last_x, self.last_order = None, 0  # x before the last predictor step, and that step's order
 
-    def update(self, x: np.ndarray, i: int, target: int, order: int, newest=None):
+    def update(self, x: torch.Tensor, i: int, target: int, order: int, newest: torch.Tensor | None = None):
         """x at level `target` from x at level i: the predictor (newest None) or, with the newest D at `target`,
         the corrector. `history[-1]` is D at level i, `history[-1 - k]` at level i − k."""
         lam = self.lambdas
@@ -68,9 +70,8 @@ class UniPCSampler(Sampler):
         d0 = self.history[-1]
         diffs = [(self.history[-1 - k] - d0) / r for k, r in enumerate(rks, 1)]
         h_phi_1, b_h, rhos = bh2_coefficients(rks + [1.0], h, order, predictor=newest is None)
-        alpha = 1 / math.sqrt(1 + self.sigmas[target]**2)
-        ratio = self.sigmas[target] * alpha * math.sqrt(1 + self.sigmas[i]**2) / self.sigmas[i]  # σ_VP ratio
-        x_t = ratio * x - alpha * h_phi_1 * d0
+        (alpha, sigma_t), (_, sigma_s) = vp_scales(self.sigmas[target]), vp_scales(self.sigmas[i])
+        x_t = (sigma_t / sigma_s) * x - alpha * h_phi_1 * d0
         residual = sum((rho * dk for rho, dk in zip(rhos, diffs)), start=0)
         if newest is not None:
             residual = residual + rhos[-1] * (newest - d0)
