@@ -42,6 +42,8 @@ TRAIN_RULES = {
     "optimizer.lr": number(0, lo_open=True),
     "optimizer.weight_decay": number(0),
     "module.warmup_steps": integer(0),
+    "module.lr_schedule": rules.LR_SCHEDULE,
+    "callbacks.ema.gamma": rules.EMA_GAMMA,
     "dataset.name": rules.DATASET,
     "dataset.batch_size": rules.BATCH_SIZE,
     "dataset.val_size": integer(1),
@@ -162,8 +164,21 @@ def check_train_config(cfg: DictConfig) -> None:
         steps = _select(cfg, key)
         if steps is not MISSING:
             rules.check_step_counts(key, steps, cfg.T)
+    check_lr_budget(cfg)
     if cfg.get("resume") is not None:
         find_checkpoint(str(cfg.resume), key="resume")
+
+
+def check_lr_budget(cfg: DictConfig) -> None:
+    """A learning rate that decays to the end of the budget needs one: max_steps, max_epochs or max_time."""
+    schedule = _select(cfg, "module.lr_schedule")
+    if schedule in (MISSING, None, "constant"):
+        return
+    limits = [_select(cfg, f"trainer.{key}") for key in ("max_steps", "max_epochs", "max_time")]
+    if all(v in (MISSING, None, -1) for v in limits):
+        raise ConfigError(f"module.lr_schedule={schedule} decays to the end of the training budget, and this run "
+                          "has none: set trainer.max_steps, trainer.max_epochs or trainer.max_time, or use "
+                          "module.lr_schedule=constant")
 
 
 def check_sample_config(cfg: DictConfig) -> None:

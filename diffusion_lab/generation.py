@@ -16,6 +16,19 @@ from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import Sampler
 
 
+# Images per network call when sampling on a CPU: the fastest of 16 … 1,000 for the U-Nets of conf/model/
+# (benchmarks/bench_sample.py --batches), where larger batches fall out of the caches. Elsewhere: GPU_BATCH.
+CPU_BATCH = 64
+GPU_BATCH = 1000
+
+
+def sampling_batch_size(n: int, device, requested: int | str = "auto") -> int:
+    """Images per network call for drawing n images on `device`: `requested`, or for `auto` the device's batch."""
+    if requested != "auto":
+        return int(requested)
+    return max(1, min(n, CPU_BATCH if torch.device(device).type == "cpu" else GPU_BATCH))
+
+
 @dataclass(frozen=True)
 class Share:
     """Process `rank`'s part of `n` images drawn by `world_size` processes: ⌈n / world_size⌉ each, global image

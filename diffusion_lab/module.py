@@ -1,16 +1,18 @@
 """The LightningModule: training on the target the diffusion names (ε, x_0 or v), a fixed validation loss, and
 sampling from the trained model."""
 
+import math
 from collections.abc import Callable
-from functools import partial
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 from torch import nn
 from torchmetrics import MeanMetric
 
 from diffusion_lab.checkpoints import fingerprint
 from diffusion_lab.diffusion import Denoiser, GaussianDiffusion
+from diffusion_lab import rules
 from diffusion_lab.errors import TrainingError
 from diffusion_lab.generation import eval_mode
 from diffusion_lab.images import to_model_space
@@ -20,9 +22,28 @@ from diffusion_lab.sampling import DDPMSampler, Noise, Sampler
 VAL_BUCKETS = 10
 
 
-def linear_warmup(step: int, warmup_steps: int) -> float:
-    """Learning-rate factor rising linearly from 1/warmup_steps to 1 over the first warmup_steps steps."""
-    return min(1.0, (step + 1) / max(1, warmup_steps))
+def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", progress: float = 0.0) -> float:
+    """The learning rate's factor at optimizer `step`: a linear warm-up from 1/warmup_steps to 1 over the first
+    warmup_steps steps, then 1 (`constant`) or ½·(1 + cos(π·progress)) (`cosine`, SGDR without restarts,
+    Loshchilov & Hutter 2017), `progress` being the share of the training budget spent (0 → 1)."""
+    warmup = min(1.0, (step + 1) / max(1, warmup_steps))
+    return warmup if schedule == "constant" else warmup * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def budget_spent(trainer: pl.Trainer) -> float:
+    """The share of the training budget spent, 0 → 1: the larger of the optimizer steps over the steps that
+    trainer.max_steps or max_epochs allow, and the training time over trainer.max_time (Lightning's Timer).
+    A run stopped by max_time follows the clock, so its cosine reaches zero when the time is up."""
+    spent = [0.0]
+    total = trainer.estimated_stepping_batches
+    if math.isfinite(total) and total > 0:
+        spent.append(trainer.global_step / total)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer else None
+    if remaining is not None:
+        elapsed = timer.time_elapsed("train")
+        spent.append(elapsed / max(elapsed + remaining, 1e-9))
+    return min(1.0, max(spent))
 
 
 class DiffusionModule(pl.LightningModule):
@@ -48,6 +69,7 @@ class DiffusionModule(pl.LightningModule):
         diffusion: GaussianDiffusion,
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_steps: int = 500,
+        lr_schedule: str = "constant",
         image_size: int = 28,
         channels: int = 1,
         val_size: int = 2000,
@@ -61,7 +83,8 @@ class DiffusionModule(pl.LightningModule):
         self.compile_net = compile
         self.diffusion = diffusion
         self.optimizer_factory = optimizer
-        self.warmup_steps = warmup_steps
+        rules.LR_SCHEDULE.check("module.lr_schedule", lr_schedule)
+        self.warmup_steps, self.lr_schedule = warmup_steps, lr_schedule
         self.seed = seed
         self.num_classes = getattr(net, "num_classes", None)  # class-conditional when set
         self.p_uncond = p_uncond
@@ -145,6 +168,11 @@ class DiffusionModule(pl.LightningModule):
         keep_label = torch.rand(n, generator=generator, device=self.device) >= self.p_uncond
         return t[mine], noise[mine], keep_label[mine]
 
+    def lr_factor(self, step: int) -> float:
+        """The learning rate's factor at optimizer `step` (`lr_factor`), the budget read from the trainer."""
+        progress = budget_spent(self._trainer) if self.lr_schedule != "constant" and self._trainer else 0.0
+        return lr_factor(step, self.warmup_steps, self.lr_schedule, progress)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never write weights that a non-finite loss has touched; store the config's fingerprint (see
         checkpoints.py) and the global random states (dropout draws from them)."""
@@ -200,5 +228,5 @@ class DiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_warmup, warmup_steps=self.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

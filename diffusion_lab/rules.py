@@ -13,6 +13,7 @@ from diffusion_lab.errors import ConfigError
 
 PREDICTIONS = ("eps", "x0", "v")  # what the network predicts
 LOSS_WEIGHTINGS = ("none", "min_snr")
+LR_SCHEDULES = ("constant", "cosine")  # after the warm-up: constant, or a cosine to zero at the end of the budget
 TIME_SPACINGS = ("trailing", "linspace", "leading")  # which timesteps a K-step sampler visits, in t
 SIGMA_SPACINGS = ("karras", "exponential", "log_snr")  # … or in σ, between the trained timesteps
 SPACINGS = TIME_SPACINGS + SIGMA_SPACINGS
@@ -96,6 +97,7 @@ ACCELERATOR = one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 T = integer(1)  # diffusion steps
 PREDICTION = one_of(*PREDICTIONS)
 LOSS_WEIGHTING = one_of(*LOSS_WEIGHTINGS)
+LR_SCHEDULE = one_of(*LR_SCHEDULES)
 SPACING = one_of(*SPACINGS)
 TIME_SPACING = one_of(*TIME_SPACINGS)
 SOLVER_ORDER = one_of(*SOLVER_ORDERS)
@@ -107,6 +109,7 @@ VARIANCE = one_of(*VARIANCES)
 DATASET = one_of(*DATASETS)
 ETA = number(0, 1)  # DDIM's η
 EMA_DECAY = number(0, 1, hi_open=True)
+EMA_GAMMA = number(0, lo_open=True, special=(None,))  # the power-function EMA's γ; null: the decay
 GUIDANCE_SCALE = number(0)
 BATCH_SIZE = integer(1)
 IMAGE_COUNT = integer(1)  # images to draw
