@@ -11,7 +11,7 @@ clipping at 1, diffusers' EMAModel (warm-up, power 3/4, max decay 0.9999); sampl
 trailing steps. (b) ours: `train.py experiment=cpu_<dataset>` with `trainer.max_time`, sampled with the
 recipe's sampler at its `quality.steps`. The sampling after training (grids, evaluation, figures) is off on
 both sides, so the minutes are training alone. Both sides' n images are scored in the data set's classifier
-feature space against 10,000 test images, with 95 % bootstrap intervals and the real-data floor at that n.
+feature space against 10,000 test images (`--real-n`), with 95 % bootstrap intervals and the real-data floor at that n.
 Prints one JSON object; `--out` keeps each side's run, its grid of 64 samples and the JSON.
 """
 
@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from timing import machine
-from diffusion_lab.checkpoints import load_run
+from diffusion_lab.checkpoints import export_weights, load_run
 from diffusion_lab.data import load_split
 from diffusion_lab.generation import generate, sampling_batch_size
 from diffusion_lab.images import save_grid
 from diffusion_lab.metrics.quality import QualityMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DIFFUSERS_WIDTHS = (32, 64, 64)
 DIFFUSERS_STEPS = 50
 
@@ -58,7 +59,7 @@ def train_diffusers(dataset: str, data_dir: str, seconds: float, max_steps: int 
     images, _ = load_split(dataset, data_dir, train=True, download=False)  # uint8, as torchvision's data set holds it
     data = TensorDataset(images)
     loader = DataLoader(data, batch_size=128, shuffle=True, num_workers=0, drop_last=False)
-    unet = diffusers_unet()
+    unet = diffusers_unet().to(DEVICE)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500,
@@ -67,9 +68,9 @@ def train_diffusers(dataset: str, data_dir: str, seconds: float, max_steps: int 
     steps, start = 0, time.perf_counter()
     while True:
         for (batch,) in loader:
-            clean = batch.float() / 127.5 - 1  # ToTensor + Normalize([0.5], [0.5])
+            clean = batch.to(DEVICE).float() / 127.5 - 1  # ToTensor + Normalize([0.5], [0.5])
             noise = torch.randn_like(clean)
-            t = torch.randint(0, 1000, (len(clean),))
+            t = torch.randint(0, 1000, (len(clean),), device=DEVICE)
             loss = F.mse_loss(unet(scheduler.add_noise(clean, noise, t), t).sample, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -121,12 +122,13 @@ def train_ours(run_dir: Path, dataset: str, seconds: float, max_steps: int | Non
 def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, str, float]:
     """n uint8 images from the run's EMA weights with the recipe's sampler at its `quality.steps`."""
     module, cfg, _ = load_run(run_dir)
+    module.to(DEVICE)
     sampler = instantiate(cfg.sampler)(module.diffusion, steps=cfg.quality.steps)
     print(f"[bench_quality] ours: sampling {n} images with {sampler.label}-{sampler.num_steps}", file=sys.stderr,
           flush=True)
     start = time.perf_counter()
-    images = generate(module.denoiser(), sampler, n, module.image_shape, seed, sampling_batch_size(n, "cpu"), "cpu")
-    return images, sampler, time.perf_counter() - start
+    images = generate(module.denoiser(), sampler, n, module.image_shape, seed, sampling_batch_size(n, DEVICE), DEVICE)
+    return images.cpu(), sampler, time.perf_counter() - start
 
 
 def main() -> None:
@@ -135,17 +137,19 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="a step budget instead of the minutes")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--n", type=int, default=1000, help="images sampled and scored per side")
+    parser.add_argument("--real-n", type=int, default=10_000, help="test images of the real statistics")
     parser.add_argument("--sides", nargs="+", default=["diffusers", "ours"], choices=["diffusers", "ours"])
     parser.add_argument("--data-dir", default=os.environ.get("DIFFUSION_LAB_DATA", "./data"))
     parser.add_argument("--out", default=None, help="default: outputs/bench_quality/<dataset>-<minutes>min")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export", default=None, help="also write our model's EMA weights and config there")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of our recipe (an ablation)")
     args = parser.parse_args()
     out = Path(args.out or ROOT / "outputs" / "bench_quality" / f"{args.dataset}-{args.minutes:g}min")
     out.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
-    metrics = QualityMetrics.for_dataset(args.dataset, args.data_dir, 10_000)  # trains its classifier once if missing
-    report = {**machine(), "dataset": args.dataset, "minutes": args.minutes, "max_steps": args.max_steps,
+    metrics = QualityMetrics.for_dataset(args.dataset, args.data_dir, args.real_n)  # trains its classifier once if missing
+    report = {**machine(), "device": DEVICE, "dataset": args.dataset, "minutes": args.minutes, "max_steps": args.max_steps,
               "n": args.n, "overrides": args.overrides}
     if "diffusers" in args.sides:
         print(f"[bench_quality] training diffusers' example for {args.minutes:g} min", file=sys.stderr, flush=True)
@@ -161,6 +165,8 @@ def main() -> None:
         images, sampler, sample_seconds = sample_ours(out / "ours", args.n, args.seed)
         save_grid(images[:64], None, out / "ours_grid.png")
         scores = metrics.score(*metrics.features(images))
+        if args.export:
+            export_weights(out / "ours", args.export)
         report["ours"] = {**side, "sampler": f"{sampler.label}-{sampler.num_steps}", "nfe": sampler.network_evaluations,
                           "sample_seconds": round(sample_seconds, 1), **pick(scores)}
     if "diffusers" in report and "ours" in report:

@@ -30,7 +30,7 @@ from torchvision.datasets import MNIST
 import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
 from diffusion_lab.callbacks.ema import ema_weight
 from diffusion_lab.config import CONFIG_DIR
-from timing import compare
+from timing import compare, machine
 
 
 def diffusers_twin(cfg) -> UNet2DModel:
@@ -78,9 +78,12 @@ def our_loop(cfg, device: str):
     data.setup("fit")
     batches, step_count = endless(data.train_dataloader()), [0]
 
+    bf16 = str(cfg.trainer.precision).startswith("bf16")  # trainer=gpu: bf16-mixed, as the Trainer's autocast
+
     def step():
         k = step_count[0]
-        loss = module.training_step(data.transfer_batch_to_device(next(batches), torch.device(device), 0), k)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            loss = module.training_step(data.transfer_batch_to_device(next(batches), torch.device(device), 0), k)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
@@ -132,7 +135,7 @@ def main() -> None:
     our_flops, their_flops = flops_per_step(our_step), flops_per_step(their_step)
     ours_ips, theirs_ips = compare(our_step, their_step, args.batch, args.steps, args.rounds)
     print(json.dumps({
-        "model": args.model, "device": device, "threads": torch.get_num_threads(), "batch": args.batch,
+        **machine(), "model": args.model, "device": device, "batch": args.batch, "precision": cfg.trainer.precision,
         "overrides": args.overrides, "speed": dict(cfg.speed), "fused_adamw": cfg.optimizer.fused,
         "parameters_ours": sum(p.numel() for p in ours.parameters()),
         "parameters_diffusers": sum(p.numel() for p in theirs.parameters()),

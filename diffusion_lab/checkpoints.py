@@ -90,6 +90,25 @@ def check_same_model(key: str, path: str | Path, ckpt: dict, module_cfg: dict) -
                           f"({'; '.join(changed[:4])}); allowed: the run's own model, schedule, T and image size")
 
 
+SHIPPED_KEYS = ("state_dict", "hyper_parameters", "fingerprint", "epoch", "global_step", "pytorch-lightning_version")
+
+
+def export_weights(path: str | Path, out_dir: str | Path) -> Path:
+    """The EMA weights of the run or checkpoint at `path` with its config and fingerprint, and nothing else (no
+    raw weights, optimizer or loop state: a tenth of the size), as `out_dir/checkpoints/last.ckpt`, a run
+    directory that sample.py and evaluate.py read like any other (`ckpt=out_dir`). Returns the file."""
+    import torch
+
+    from diffusion_lab.files import write_atomic
+
+    ckpt_path, _ = find_checkpoint(path)
+    ckpt = read_checkpoint(ckpt_path)
+    target = Path(out_dir) / "checkpoints" / "last.ckpt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept = {key: ckpt[key] for key in SHIPPED_KEYS if key in ckpt}
+    return write_atomic(target, lambda f: torch.save(kept, f), binary=True)
+
+
 def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", compile: bool = False):
     """(DiffusionModule in eval mode, its config, run directory) rebuilt from a checkpoint's stored config.
 

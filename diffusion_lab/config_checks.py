@@ -81,9 +81,9 @@ TRAIN_RULES = {
 TRAIN_STEP_COUNTS = ("sampling.steps", "quality.steps", "quality.final_steps")  # each at most T
 COMMON_RULES = {  # sample.py and evaluate.py
     "seed": integer(0),
-    "batch_size": rules.BATCH_SIZE,
+    "batch_size": integer(1, special=("auto",)),
     "ema": rules.BOOLEAN,
-    "compile": rules.BOOLEAN,
+    "compile": one_of(True, False, "auto"),
     "devices": rules.DEVICES,
     "accelerator": rules.ACCELERATOR,
 }

@@ -2,6 +2,7 @@
 guidance scale, written to eval.json, plotted, printed and logged."""
 
 import logging
+import os
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from diffusion_lab.cost import announced, nfe, seconds_per_evaluation, steps_for
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import fresh_dir, write_json_atomic
-from diffusion_lab.generation import launch
+from diffusion_lab.generation import Share, launch, prepare_sampling
 from diffusion_lab.loggers import wandb_mode
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.metrics import uncertainty
@@ -78,6 +79,12 @@ def plot_against_guidance(results: list[dict], key: str):
     return fig
 
 
+def local_data_dir(run_data_dir: str) -> str:
+    """The run's data folder where it exists here, else this machine's (`$DIFFUSION_LAB_DATA`, else ./data): a
+    run trained elsewhere, such as a shipped model, is scored against this machine's copy of its data set."""
+    return run_data_dir if Path(run_data_dir).is_dir() else os.environ.get("DIFFUSION_LAB_DATA", "./data")
+
+
 def planned_settings(cfg: DictConfig, factories: dict, diffusion, denoisers: dict) -> list[tuple]:
     """(guidance scale, sampler option, sampler) for every scale × sampler × step schedule (`spacings`, null:
     each sampler's own) × step count, or × NFE budget when `nfe` is given (each solver's most steps within it;
@@ -103,12 +110,12 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     `config_checks.check_evaluate_config`."""
     factories = {name: build_option("sampler", name) for name in cfg.samplers}
     fabric = launch(cfg.accelerator, cfg.devices)
-    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
+    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
     module.to(fabric.device)
     T = module.diffusion.num_timesteps
     if cfg.nfe is None:
         rules.check_step_counts("steps", cfg.steps, T)
-    data_dir = cfg.data_dir or run_cfg.dataset.data_dir
+    data_dir = cfg.data_dir or local_data_dir(run_cfg.dataset.data_dir)
     with fabric.rank_zero_first():  # rank 0 trains and caches the feature net and the real features when missing
         metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
                                              cfg.feature_net.epochs, device=fabric.device, resamples=cfg.resamples)
@@ -122,17 +129,20 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     denoisers = {w: module.denoiser(guidance_scale=w) for w in cfg.guidance_scales}
     settings = planned_settings(cfg, factories, module.diffusion, denoisers)
     evaluations = sum(cfg.n * nfe(sampler, denoisers[w]) for w, _, sampler in settings)
+    share = Share(cfg.n, fabric.global_rank, fabric.world_size)
+    batch_size, compiled = prepare_sampling(module.net, share.per_rank, evaluations // fabric.world_size,
+                                            fabric.device, cfg.batch_size, cfg.compile)
     per_eval = seconds_per_evaluation(denoisers[cfg.guidance_scales[-1]], module.image_shape, fabric.device,
-                                      min(cfg.batch_size, 64))
+                                      batch_size if compiled else min(batch_size, 64))  # compiled: the one shape
     results, statistics = [], {}
     with announced(f"evaluation ({len(settings)} settings × {cfg.n} images)", evaluations, per_eval,
                    enabled=fabric.is_global_zero) as bar:
         for w, name, sampler in settings:
             per_image = nfe(sampler, denoisers[w])
             result, statistics_of_setting = measure(
-                denoisers[w], sampler, metrics, cfg.n, module.image_shape, cfg.seed, cfg.batch_size, fabric.device,
+                denoisers[w], sampler, metrics, cfg.n, module.image_shape, cfg.seed, batch_size, fabric.device,
                 fabric.global_rank, fabric.world_size, fabric.all_gather, inception, return_statistics=True,
-                on_batch=lambda b: bar.update(b * fabric.world_size * per_image))
+                on_batch=lambda b: bar.update(b * fabric.world_size * per_image), full_batches=compiled)
             results.append(result)
             statistics[setting_name(result)] = statistics_of_setting
             log.info("%-24s %5d steps (NFE %d), w=%g: FID %8.3f  %.1f s", sampler.label, sampler.num_steps,

@@ -13,7 +13,7 @@ from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.cost import nfe, steps_for_nfe
 from diffusion_lab.files import fresh_dir, write_json_atomic
-from diffusion_lab.generation import Share, generate, launch
+from diffusion_lab.generation import Share, generate, launch, prepare_sampling
 from diffusion_lab.images import requested_classes, save_grid
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def sample_run(cfg: DictConfig) -> Path | None:
     """Sample `cfg.n` images from the run at `cfg.ckpt` (checked by `config_checks.check_sample_config`); returns
     the output folder (on rank 0)."""
     fabric = launch(cfg.accelerator, cfg.devices)
-    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema, compile=cfg.compile)
+    module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
     T = module.diffusion.num_timesteps
     module = module.to(fabric.device)
     share = Share(cfg.n, fabric.global_rank, fabric.world_size)
@@ -36,10 +36,12 @@ def sample_run(cfg: DictConfig) -> Path | None:
     elif steps is not None:
         rules.check_step_counts("steps", steps, T)
     sampler = factory(module.diffusion, steps=steps)
+    batch_size, compiled = prepare_sampling(module.net, share.per_rank, share.per_rank * nfe(sampler, denoiser),
+                                            fabric.device, cfg.batch_size, cfg.compile)
     start = time.perf_counter()
     images = generate(denoiser, sampler, share.per_rank, module.image_shape,
-                      cfg.seed, cfg.batch_size, fabric.device, progress=cfg.progress and fabric.is_global_zero,
-                      labels=mine, first=share.first)
+                      cfg.seed, batch_size, fabric.device, progress=cfg.progress and fabric.is_global_zero,
+                      labels=mine, first=share.first, full_batches=compiled)
     images = share.gather(images, fabric.all_gather).cpu()
     seconds = time.perf_counter() - start
     if not fabric.is_global_zero:
@@ -58,6 +60,7 @@ def sample_run(cfg: DictConfig) -> Path | None:
         "class": cfg.get("class"), "guidance_scale": cfg.guidance_scale,
         "labels": labels.tolist() if labels is not None else None,
         "seconds": round(seconds, 3), "images_per_second": round(cfg.n / seconds, 2),
+        "batch_size": batch_size, "compiled": compiled,
     }
     np.savez_compressed(out / "samples.npz", images=images.numpy()[:, 0] if images.shape[1] == 1 else images.numpy(),
                         settings=json.dumps(settings))

@@ -1,9 +1,12 @@
 """The CPU recipe's training pieces: the learning rate that decays to the end of the budget, the power-function
 EMA, the recipe presets, and the sampling batch size picked for the device."""
 
+import json
 import math
 from datetime import timedelta
+from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,10 +14,13 @@ from pytorch_lightning.callbacks import Timer
 
 from diffusion_lab.callbacks import EMA
 from diffusion_lab.callbacks.ema import ema_weight
+from diffusion_lab.checkpoints import SHIPPED_KEYS, export_weights, find_checkpoint, load_run, read_checkpoint
+from diffusion_lab.cli import sample_main
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
+from diffusion_lab.evaluate import local_data_dir
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.generation import CPU_BATCH, sampling_batch_size
+from diffusion_lab.generation import COMPILE_MIN_EVALUATIONS, CPU_BATCH, sampling_batch_size, should_compile
 from diffusion_lab.models import UNet
 from diffusion_lab.module import DiffusionModule, lr_factor
 
@@ -104,7 +110,55 @@ def test_a_bad_gamma_or_lr_schedule_is_refused():
         tiny_module("step")
 
 
-def test_sampling_batch_size_is_the_devices_unless_asked():
+def test_sampling_batch_size_and_compile_are_the_devices_unless_asked():
     assert sampling_batch_size(1000, "cpu") == CPU_BATCH
     assert sampling_batch_size(10, "cpu") == 10
     assert sampling_batch_size(1000, "cpu", 256) == 256
+    threshold = COMPILE_MIN_EVALUATIONS["cpu"]
+    assert should_compile("auto", threshold, "cpu") and not should_compile("auto", threshold - 1, "cpu")
+    assert should_compile(True, 1, "cpu") and not should_compile(False, 10 ** 9, "cpu")
+
+
+def test_sample_picks_batch_and_compile_for_the_work(tiny_run, tmp_path, run_in_process):
+    """64 images × 5 steps: batches of CPU_BATCH, not compiled; both recorded beside the images."""
+    result = run_in_process(sample_main, f"ckpt={tiny_run}", "steps=5", "n=70", f"out_dir={tmp_path / 's'}",
+                            "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    settings = json.loads((tmp_path / "s" / "settings.json").read_text())
+    assert settings["batch_size"] == CPU_BATCH and settings["compiled"] is False
+    assert "sampling in batches of 64, not compiled (350 network evaluations" in result.stderr + result.stdout
+
+
+def test_an_exported_model_is_the_runs_ema_weights_alone_and_samples_like_the_run(tiny_run, tmp_path):
+    shipped = export_weights(tiny_run, tmp_path / "model")
+    assert shipped == tmp_path / "model" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(shipped, weights_only=True)
+    assert set(ckpt) <= set(SHIPPED_KEYS) and "optimizer_states" not in ckpt and "current_model_state" not in ckpt
+    assert read_checkpoint(shipped)["fingerprint"] == read_checkpoint(find_checkpoint(tiny_run)[0])["fingerprint"]
+    assert shipped.stat().st_size < find_checkpoint(tiny_run)[0].stat().st_size / 2
+    run, _, _ = load_run(tiny_run)
+    exported, _, run_dir = load_run(tmp_path / "model")
+    assert run_dir == tmp_path / "model"
+    assert all(torch.equal(a, b) for a, b in zip(run.state_dict().values(), exported.state_dict().values()))
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "experiments" / "cpu_recipe" / "models"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_a_shipped_model_loads_with_weights_only_and_samples(dataset, tmp_path, run_in_process):
+    folder = SHIPPED / dataset
+    ckpt = read_checkpoint(folder / "checkpoints" / "last.ckpt")  # weights_only=True, the fingerprint checked
+    assert set(ckpt) <= set(SHIPPED_KEYS) and ckpt["hyper_parameters"]["dataset"]["name"] == dataset
+    assert (folder / "checkpoints" / "last.ckpt").stat().st_size < 2_000_000
+    result = run_in_process(sample_main, f"ckpt={folder}", "n=4", "steps=10", f"out_dir={tmp_path / 's'}",
+                            "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(tmp_path / "s" / "samples.npz")["images"]
+    assert images.shape == (4, 28, 28) and images.std() > 10  # images, not a constant
+
+
+def test_a_run_trained_elsewhere_is_scored_against_this_machines_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_LAB_DATA", str(tmp_path))
+    assert local_data_dir("/nonexistent/data") == str(tmp_path)
+    assert local_data_dir(str(SHIPPED)) == str(SHIPPED)

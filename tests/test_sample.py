@@ -95,6 +95,7 @@ def test_an_image_is_the_same_whatever_batch_or_process_draws_it():
     whole = draw(12, 12)
     shares = [Share(12, rank, 2) for rank in (0, 1)]
     assert torch.equal(draw(12, 5), whole)
+    assert torch.equal(generate(denoiser, sampler, 12, (1, 28, 28), 3, 5, "cpu", full_batches=True), whole)
     assert torch.equal(torch.cat([draw(s.per_rank, 4, s.first) for s in shares]), whole)
     assert len(torch.unique(whole.flatten(1), dim=0)) == 12  # and each image its own
     assert not torch.equal(generate(denoiser, sampler, 12, (1, 28, 28), 4, 12, "cpu"), whole)  # another seed

@@ -12,7 +12,7 @@ from diffusion_lab import rules
 from diffusion_lab.callbacks.budget import TimeBudget
 from diffusion_lab.callbacks.drawing import require_after_ema
 from diffusion_lab.cost import announced, plan
-from diffusion_lab.generation import eval_mode
+from diffusion_lab.generation import eval_mode, sampling_batch_size
 from diffusion_lab.metrics import QualityMetrics, uncertainty
 from diffusion_lab.metrics.measure import (comparisons, log_to_wandb, measure, paired_table, results_table,
                                           setting_name)
@@ -40,7 +40,7 @@ class SampleQuality(Callback):
 
     def __init__(self, dataset: str, data_dir: str, sampler: Callable[..., Sampler], steps: int = 50, n: int = 1000,
                  every_n_epochs: int = 5, final_steps: Sequence[int] = (), final_n: int = 1000, real_n: int = 10_000,
-                 seed: int = 0, batch_size: int = 500, feature_net_epochs: int | None = None,
+                 seed: int = 0, batch_size: int | str = "auto", feature_net_epochs: int | None = None,
                  feature_net_cache_dir: str | None = None, resamples: int = 200):
         for key, value in (("quality.n", n), ("quality.final_n", final_n), ("quality.real_n", real_n)):
             rules.SCORED_COUNT.check(key, value)
@@ -77,8 +77,13 @@ class SampleQuality(Callback):
         """(result without intervals, its statistics for the bootstrap) of n images at `steps` steps."""
         with eval_mode(pl_module):
             return measure(pl_module.denoiser(), self.sampler(pl_module.diffusion, steps=steps), self.metrics, n,
-                           pl_module.image_shape, self.seed, self.batch_size, pl_module.device, trainer.global_rank,
-                           trainer.world_size, pl_module.all_gather, return_statistics=True, on_batch=on_batch)
+                           pl_module.image_shape, self.seed, self.batch(n, pl_module), pl_module.device,
+                           trainer.global_rank, trainer.world_size, pl_module.all_gather, return_statistics=True,
+                           on_batch=on_batch)
+
+    def batch(self, n: int, pl_module: pl.LightningModule) -> int:
+        """Images per network call for n images (`batch_size`, or auto: the device's, `sampling_batch_size`)."""
+        return sampling_batch_size(n, pl_module.device, self.batch_size)
 
     def planned(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: str, steps: list[int],
                 n: int) -> tuple[int, list[int], str]:
@@ -88,7 +93,7 @@ class SampleQuality(Callback):
         seconds = budget.seconds_for(trainer, phase) if budget else None
         if seconds is None:
             return n, steps, ""
-        per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n))
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, self.batch(n, pl_module))
         planned_n, indices = plan(n, [self.evaluations(pl_module, [k]) for k in steps], per_eval,
                                   SAMPLING_SHARE * seconds, minimum=min(MIN_N, n))
         kept = [steps[i] for i in indices]
@@ -110,7 +115,7 @@ class SampleQuality(Callback):
             rank_zero_info(f"{title} skipped: not even {MIN_N} images would fit{cut}")
             return []
         budget = TimeBudget.of(trainer)
-        per_eval = budget.seconds_per_evaluation(trainer, pl_module, min(self.batch_size, n)) if budget else 0.0
+        per_eval = budget.seconds_per_evaluation(trainer, pl_module, self.batch(n, pl_module)) if budget else 0.0
         results, statistics = [], {}
         name = self.sampler(pl_module.diffusion, steps=steps[0]).label
         with announced(f"{title} ({name} at {steps} steps, n = {n})", n * self.evaluations(pl_module, steps),

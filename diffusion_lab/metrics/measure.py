@@ -21,7 +21,7 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
             batch_size: int, device, rank: int = 0, world_size: int = 1,
             all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
             inception: InceptionFID | None = None, return_statistics: bool = False,
-            on_batch: Callable[[int], None] | None = None) -> dict | tuple[dict, dict]:
+            on_batch: Callable[[int], None] | None = None, full_batches: bool = False) -> dict | tuple[dict, dict]:
     """Sample n images with `sampler` and score them (with `inception` too, when given). Image i has its own
     noise stream (seed, i), the same in every setting; with several processes, rank r draws its `Share`, the
     features are gathered rank by rank and exactly the first n are scored, on every rank, so no image is
@@ -31,12 +31,13 @@ def measure(denoiser: Denoiser, sampler: Sampler, metrics: QualityMetrics, n: in
     `return_statistics`, (result without intervals, its metrics as statistics of the resampling counts), for
     intervals and paired differences drawn over several settings at once (`uncertainty.bootstrap`). The result has the network
     evaluations per image (`nfe`) and the seconds per 1,000 images of the sampling alone (`seconds_per_1k`, wall
-    time of all processes together); `on_batch(b)` is told of each batch of b images this process drew."""
+    time of all processes together); `on_batch(b)` is told of each batch of b images this process drew; `full_batches` as in `generate`."""
     share = Share(n, rank, world_size)
     classes = requested_classes(None, getattr(denoiser.net, "num_classes", None), share.total)
     start = time.perf_counter()
     images = generate(denoiser, sampler, share.per_rank, image_shape, seed, batch_size, device,
-                      labels=share.mine(classes, device), first=share.first, on_batch=on_batch)
+                      labels=share.mine(classes, device), first=share.first, on_batch=on_batch,
+                      full_batches=full_batches)
     synchronize(device)
     sampling_seconds = time.perf_counter() - start
     features, probabilities = (share.gather(x, all_gather) for x in metrics.features(images))
