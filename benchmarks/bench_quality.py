@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from bench_train import diffusers_step
 from timing import machine
 from diffusion_lab.checkpoints import export_weights, load_run
 from diffusion_lab.data import load_split
@@ -69,14 +69,7 @@ def train_diffusers(dataset: str, data_dir: str, seconds: float, max_steps: int 
     while True:
         for (batch,) in loader:
             clean = batch.to(DEVICE).float() / 127.5 - 1  # ToTensor + Normalize([0.5], [0.5])
-            noise = torch.randn_like(clean)
-            t = torch.randint(0, 1000, (len(clean),), device=DEVICE)
-            loss = F.mse_loss(unet(scheduler.add_noise(clean, noise, t), t).sample, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            optimizer.step()
-            lr_scheduler.step()
+            loss = diffusers_step(unet, scheduler, optimizer, lr_scheduler, clean)
             ema.step(unet.parameters())
             steps += 1
             elapsed = time.perf_counter() - start

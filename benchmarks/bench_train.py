@@ -105,17 +105,22 @@ def diffusers_loop(cfg, device: str, batch: int):
     batches = endless(DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0))
 
     def step():
-        clean = next(batches)[0].to(device)
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),), device=device)
-        loss = F.mse_loss(unet(scheduler.add_noise(clean, noise, t), t).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_scheduler.step()
+        diffusers_step(unet, scheduler, optimizer, lr_scheduler, next(batches)[0].to(device))
 
     return unet, step
+
+
+def diffusers_step(unet, scheduler, optimizer, lr_scheduler, clean: torch.Tensor) -> torch.Tensor:
+    """One step of the example's loop on a batch in [-1, 1]: noise, `add_noise`, ε-MSE, AdamW, clipping at 1."""
+    noise = torch.randn_like(clean)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),), device=clean.device)
+    loss = F.mse_loss(unet(scheduler.add_noise(clean, noise, t), t).sample, noise)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    optimizer.step()
+    lr_scheduler.step()
+    return loss
 
 
 def main() -> None:

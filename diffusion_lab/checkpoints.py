@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.files import write_atomic
 
 IDENTITY_KEYS = ("net", "diffusion", "image_size", "channels")  # of the `module` config: what the weights mean
 
@@ -97,9 +98,7 @@ def export_weights(path: str | Path, out_dir: str | Path) -> Path:
     """The EMA weights of the run or checkpoint at `path` with its config and fingerprint, and nothing else (no
     raw weights, optimizer or loop state: a tenth of the size), as `out_dir/checkpoints/last.ckpt`, a run
     directory that sample.py and evaluate.py read like any other (`ckpt=out_dir`). Returns the file."""
-    import torch
-
-    from diffusion_lab.files import write_atomic
+    import torch  # here, so that the command line can resolve paths without importing torch
 
     ckpt_path, _ = find_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path)
@@ -109,12 +108,12 @@ def export_weights(path: str | Path, out_dir: str | Path) -> Path:
     return write_atomic(target, lambda f: torch.save(kept, f), binary=True)
 
 
-def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", compile: bool = False):
+def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu"):
     """(DiffusionModule in eval mode, its config, run directory) rebuilt from a checkpoint's stored config.
 
     `ema=True` loads the EMA weights (the checkpoint's `state_dict`), `ema=False` the raw ones. The file is
-    read with `weights_only=True`: no code in a checkpoint is ever run. `compile=True` compiles the network's
-    forward (torch.compile); the weights keep the memory layout the run trained with (`speed.channels_last`).
+    read with `weights_only=True`: no code in a checkpoint is ever run. The weights keep the memory layout the
+    run trained with (`speed.channels_last`); `generation.prepare_sampling` may compile the network.
     """
     ckpt_path, run_dir = find_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path, map_location=map_location)
@@ -122,6 +121,4 @@ def load_run(path: str | Path, ema: bool = True, map_location: str = "cpu", comp
     module = instantiate(cfg.module)
     state = ckpt["state_dict"] if ema else ckpt.get("current_model_state", ckpt["state_dict"])
     module.load_state_dict(state)
-    if compile:
-        module.net.compile()
     return module.eval(), cfg, run_dir

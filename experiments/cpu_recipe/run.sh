@@ -40,7 +40,8 @@ fi
 for dataset in mnist fashion_mnist; do
   [ -f "$here/bench_quality_$dataset.json" ] && continue
   python benchmarks/bench_quality.py --minutes 12 --dataset "$dataset" --out "$out/bench_$dataset" \
-    --export "$here/models/$dataset" < /dev/null | tail -n 1 > "$here/bench_quality_$dataset.json"
+    --export "$here/models/$dataset" < /dev/null | tail -n 1 > "$out/bench_$dataset.json"
+  mv "$out/bench_$dataset.json" "$here/bench_quality_$dataset.json"  # only once it is complete
   cp "$out/bench_$dataset/ours_grid.png" "$here/models/$dataset/grid.png"
   cp "$out/bench_$dataset/diffusers_grid.png" "$here/diffusers_grid_$dataset.png"
 done
