@@ -33,6 +33,7 @@ from diffusion_lab.data import load_split
 from diffusion_lab.generation import generate, sampling_batch_size
 from diffusion_lab.images import save_grid
 from diffusion_lab.metrics.quality import QualityMetrics
+from diffusion_lab.sampling import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -112,7 +113,7 @@ def train_ours(run_dir: Path, dataset: str, seconds: float, max_steps: int | Non
             "command": " ".join(command[1:])}
 
 
-def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, str, float]:
+def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, Sampler, float]:
     """n uint8 images from the run's EMA weights with the recipe's sampler at its `quality.steps`."""
     module, cfg, _ = load_run(run_dir)
     module.to(DEVICE)

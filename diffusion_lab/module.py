@@ -30,15 +30,12 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", progress
     return warmup if schedule == "constant" else warmup * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def budget_spent(trainer: pl.Trainer) -> float:
-    """The share of the training budget spent, 0 → 1: the larger of the optimizer steps over the steps that
-    trainer.max_steps or max_epochs allow, and the training time over trainer.max_time (Lightning's Timer).
-    A run stopped by max_time follows the clock, so its cosine reaches zero when the time is up."""
-    spent = [0.0]
-    total = trainer.estimated_stepping_batches
-    if math.isfinite(total) and total > 0:
-        spent.append(trainer.global_step / total)
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+def budget_spent(step: int, total_steps: float, timer: Timer | None) -> float:
+    """The share of the training budget spent at optimizer `step`, 0 → 1: the larger of step / total_steps (the
+    steps that trainer.max_steps or max_epochs allow; inf: no limit) and the training time over trainer.max_time
+    (Lightning's `timer`, when there is one). A run stopped by max_time follows the clock, so its cosine
+    reaches zero when the time is up."""
+    spent = [step / total_steps if math.isfinite(total_steps) and total_steps > 0 else 0.0]
     remaining = timer.time_remaining("train") if timer else None
     if remaining is not None:
         elapsed = timer.time_elapsed("train")
@@ -85,6 +82,7 @@ class DiffusionModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         rules.LR_SCHEDULE.check("module.lr_schedule", lr_schedule)
         self.warmup_steps, self.lr_schedule = warmup_steps, lr_schedule
+        self.budget: tuple[float, Timer | None] | None = None  # set by configure_optimizers for a decaying schedule
         self.seed = seed
         self.num_classes = getattr(net, "num_classes", None)  # class-conditional when set
         self.p_uncond = p_uncond
@@ -170,7 +168,7 @@ class DiffusionModule(pl.LightningModule):
 
     def lr_factor(self, step: int) -> float:
         """The learning rate's factor at optimizer `step` (`lr_factor`), the budget read from the trainer."""
-        progress = budget_spent(self._trainer) if self.lr_schedule != "constant" and self._trainer else 0.0
+        progress = budget_spent(step, *self.budget) if self.budget else 0.0
         return lr_factor(step, self.warmup_steps, self.lr_schedule, progress)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -227,6 +225,10 @@ class DiffusionModule(pl.LightningModule):
             return sampler.sample(self.denoiser(labels), noise, generator).clamp(-1, 1)
 
     def configure_optimizers(self):
+        # The budget, read once per fit rather than at every step: (the steps allowed, Lightning's Timer or None).
+        trainer = self._trainer
+        self.budget = None if self.lr_schedule == "constant" or trainer is None else (
+            trainer.estimated_stepping_batches, next((c for c in trainer.callbacks if isinstance(c, Timer)), None))
         optimizer = self.optimizer_factory(params=self.parameters())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
