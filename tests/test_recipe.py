@@ -162,3 +162,14 @@ def test_a_run_trained_elsewhere_is_scored_against_this_machines_data(tmp_path, 
     monkeypatch.setenv("DIFFUSION_LAB_DATA", str(tmp_path))
     assert local_data_dir("/nonexistent/data") == str(tmp_path)
     assert local_data_dir(str(SHIPPED)) == str(SHIPPED)
+
+
+def test_a_cosine_without_any_budget_is_refused_before_training(compose_cfg):
+    from diffusion_lab.config_checks import check_train_config
+
+    cfg = compose_cfg("module.lr_schedule=cosine", "trainer.max_epochs=-1", "trainer.max_steps=-1")
+    with pytest.raises(ConfigError, match="module.lr_schedule=cosine .* trainer.max_steps, trainer.max_epochs or "
+                                          "trainer.max_time, or use module.lr_schedule=constant"):
+        check_train_config(cfg)
+    check_train_config(compose_cfg("module.lr_schedule=cosine", "trainer.max_epochs=-1", "trainer.max_steps=-1",
+                                   "trainer.max_time=00:00:01:00"))
