@@ -6,9 +6,12 @@ by its rule in `rules`, the same rule the class or function that uses it applies
 against T, the one key they depend on.
 """
 
+import re
+from collections.abc import Iterator
+from fnmatch import fnmatch
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, Node, OmegaConf
 
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import find_checkpoint
@@ -17,10 +20,17 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.rules import Allowed, integer, is_int, is_list, is_number, number, one_of, show
 
 MISSING = object()
+REFERENCE = re.compile(r"^\$\{[\w.]+\}$")  # `${quality.n}`: a leaf that repeats another key's value
 
 COUNT_LISTS = Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
                      "non-empty lists of integers >= 1")  # step counts or NFE budgets
 NFE_BUDGETS = Allowed(lambda v: v is None or COUNT_LISTS.test(v), f"null or {COUNT_LISTS.words}")
+STEP_COUNTS = Allowed(lambda v: (is_int(v) and v >= 1) or (is_list(v) and all(is_int(k) and k >= 1 for k in v)),
+                      "integers >= 1 or lists of them")  # each also at most T (rules.check_step_counts)
+GENERIC_RULES = {  # every config: what Hydra instantiates
+    "*._target_": rules.TARGET,
+    "*._partial_": rules.BOOLEAN,
+}
 SAMPLER_RULES = {  # the settings of conf/sampler/ options, where a config has them
     "sampler.spacing": rules.SPACING,
     "sampler.eta": rules.ETA,
@@ -32,27 +42,49 @@ SAMPLER_RULES = {  # the settings of conf/sampler/ options, where a config has t
     "sampler.dynamic_threshold": rules.PERCENTILE,
     **{f"sampler.{key}": rules.CHURN for key in ("s_churn", "s_tmin", "s_tmax", "s_noise")},
 }
-TRAIN_RULES = {
-    "T": rules.T,
-    "seed": integer(0),
-    "prediction": rules.PREDICTION,
-    "loss_weighting": rules.LOSS_WEIGHTING,
-    "module.p_uncond": number(0, 1),
-    "model.num_classes": integer(2, special=(None,)),
-    "optimizer.lr": number(0, lo_open=True),
-    "optimizer.weight_decay": number(0),
-    "module.warmup_steps": integer(0),
-    "module.lr_schedule": rules.LR_SCHEDULE,
-    "callbacks.ema.gamma": rules.EMA_GAMMA,
+DATASET_RULES = {
     "dataset.name": rules.DATASET,
+    "dataset.data_dir": rules.PATH,
     "dataset.batch_size": rules.BATCH_SIZE,
     "dataset.val_size": integer(1),
     "dataset.download": rules.BOOLEAN,
+    "dataset.image_size": one_of(28),  # MNIST and Fashion-MNIST
+    "dataset.channels": one_of(1),
+}
+PATH_RULES = {
+    "paths.data_dir": rules.PATH,
+    "paths.log_dir": rules.PATH,
+    "paths.output_dir": rules.ANY,  # Hydra's run directory: set through hydra.run.dir, never by hand
+}
+MODEL_RULES = {
+    "model.in_channels": rules.IMAGE_CHANNELS,
+    "model.image_size": rules.IMAGE_SIZE,
+    "model.channels": rules.WIDTH,
+    "model.channel_mults": rules.CHANNEL_MULTS,
+    "model.num_res_blocks": rules.RES_BLOCKS,
+    "model.attention_resolutions": rules.ATTENTION_RESOLUTIONS,
+    "model.dropout": rules.DROPOUT,
+    "model.norm_groups": rules.NORM_GROUPS,
+    "model.num_classes": rules.NUM_CLASSES,
+}
+SCHEDULE_RULES = {
+    "schedule.beta_start": rules.BETA,
+    "schedule.beta_end": rules.BETA,
+    "schedule.s": rules.COSINE_OFFSET,
+    "schedule.max_beta": rules.MAX_BETA,
+    "schedule.start": rules.SIGMOID_END,
+    "schedule.end": rules.SIGMOID_END,
+    "schedule.tau": rules.SIGMOID_TAU,
+    "schedule.zero_terminal_snr": rules.BOOLEAN,
+}
+TRAINER_RULES = {
     "trainer.max_epochs": integer(1, special=(-1, None)),
     "trainer.max_steps": integer(1, special=(-1,)),
     "trainer.max_time": rules.DURATION,
     "trainer.devices": rules.DEVICES,
     "trainer.accelerator": rules.ACCELERATOR,
+    "trainer.strategy": one_of("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
+                               "ddp_find_unused_parameters_true", "fsdp", "deepspeed"),
     "trainer.precision": one_of(*rules.PRECISIONS),
     "trainer.gradient_clip_val": number(0, special=(None,)),
     "trainer.log_every_n_steps": integer(1),
@@ -61,32 +93,79 @@ TRAIN_RULES = {
     "trainer.limit_val_batches": number(0),
     "trainer.num_sanity_val_steps": integer(0, special=(-1,)),
     "trainer.deterministic": one_of(True, False, "warn"),
+    "trainer.use_distributed_sampler": one_of(False),  # the data module shards each global batch itself
+    "trainer.plugins": Allowed(lambda v: v is None or (is_list(v) and all(isinstance(p, dict) and "_target_" in p
+                                                                          for p in v)),
+                               "null or lists of configs with a _target_"),
+}
+LOGGER_RULES = {
+    "logger.*.save_dir": rules.PATH,
+    "logger.*.name": rules.TEXT,
+    "logger.*.version": rules.OPTIONAL_TEXT,
+    "logger.wandb.project": Allowed(lambda v: isinstance(v, str) and v != "", "non-empty strings"),
+    "logger.wandb.id": rules.OPTIONAL_TEXT,
+    "logger.wandb.group": rules.OPTIONAL_TEXT,
+    "logger.wandb.tags": rules.list_of(rules.TEXT),
+}
+CALLBACK_RULES = {
+    "callbacks.ema.decay": rules.EMA_DECAY,
+    "callbacks.ema.gamma": rules.EMA_GAMMA,
+    "callbacks.*.dirpath": rules.PATH,
+    "callbacks.run_summary.path": rules.PATH,
+    "callbacks.checkpoint.filename": rules.PATH,
+    "callbacks.checkpoint.auto_insert_metric_name": rules.BOOLEAN,
+    "callbacks.checkpoint.every_n_train_steps": integer(0, special=(None,)),
+    "callbacks.checkpoint.every_n_minutes": number(0, lo_open=True, special=(None,)),
+    "callbacks.checkpoint.monitor": one_of("step"),  # with mode max, save_top_k keeps the newest checkpoints
+    "callbacks.checkpoint.mode": one_of("max"),
+    "callbacks.checkpoint.save_top_k": integer(1, special=(-1,)),
+    "callbacks.checkpoint.save_last": one_of(True, False, "link"),
+    "callbacks.checkpoint.save_on_train_epoch_end": rules.BOOLEAN,
+}
+TRAIN_RULES = {
+    "T": rules.T,
+    "seed": integer(0),
+    "prediction": rules.PREDICTION,
+    "loss_weighting": rules.LOSS_WEIGHTING,
+    "resume": rules.OPTIONAL_PATH,  # a run directory or a .ckpt: find_checkpoint says which exist
+    "run_name": rules.TEXT,
+    "optimizer.lr": number(0, lo_open=True),
+    "optimizer.weight_decay": number(0),
+    "optimizer.fused": rules.BOOLEAN,
+    "module.p_uncond": number(0, 1),
+    "module.warmup_steps": integer(0),
+    "module.lr_schedule": rules.LR_SCHEDULE,
+    "module.diffusion.min_snr_gamma": rules.MIN_SNR_GAMMA,
     "speed.channels_last": rules.BOOLEAN,
     "speed.compile": rules.BOOLEAN,
     "speed.matmul_precision": one_of("highest", "high", "medium"),
     "speed.cudnn_benchmark": rules.BOOLEAN,
     "sampling.n_images": rules.IMAGE_COUNT,
     "sampling.every_n_epochs": rules.EVERY_N_EPOCHS,
+    "sampling.steps": STEP_COUNTS,
+    "sampling.nfe": NFE_BUDGETS,
+    "quality.steps": STEP_COUNTS,
+    "quality.final_steps": STEP_COUNTS,
     "quality.n": rules.SCORED_COUNT,
     "quality.final_n": rules.SCORED_COUNT,
     "quality.real_n": rules.SCORED_COUNT,
     "quality.every_n_epochs": rules.EVERY_N_EPOCHS,
     "quality.resamples": rules.RESAMPLES,
+    "quality.feature_net.epochs": integer(1, special=(None,)),
+    "quality.feature_net.cache_dir": rules.OPTIONAL_PATH,
     "after_training.budget": rules.TIME_BUDGET,
-    "callbacks.ema.decay": rules.EMA_DECAY,
-    "callbacks.checkpoint.every_n_train_steps": integer(0, special=(None,)),
-    "callbacks.checkpoint.save_top_k": integer(1, special=(-1,)),
-    "sampling.nfe": NFE_BUDGETS,
-} | SAMPLER_RULES
+} | GENERIC_RULES | DATASET_RULES | PATH_RULES | MODEL_RULES | SCHEDULE_RULES | SAMPLER_RULES | TRAINER_RULES \
+  | LOGGER_RULES | CALLBACK_RULES
 TRAIN_STEP_COUNTS = ("sampling.steps", "quality.steps", "quality.final_steps")  # each at most T
 COMMON_RULES = {  # sample.py and evaluate.py
+    "ckpt": rules.PATH,  # a run directory or a .ckpt: find_checkpoint says which exist
     "seed": integer(0),
     "batch_size": integer(1, special=("auto",)),
     "ema": rules.BOOLEAN,
     "compile": one_of(True, False, "auto"),
     "devices": rules.DEVICES,
     "accelerator": rules.ACCELERATOR,
-}
+} | GENERIC_RULES
 SAMPLE_RULES = COMMON_RULES | {
     "class": integer(0, special=(None,)),
     "guidance_scale": rules.GUIDANCE_SCALE,
@@ -94,6 +173,7 @@ SAMPLE_RULES = COMMON_RULES | {
     "steps": integer(1, special=(None,)),
     "nfe": rules.NFE,
     "progress": rules.BOOLEAN,
+    "out_dir": rules.OPTIONAL_PATH,
 } | SAMPLER_RULES
 EVALUATE_RULES = COMMON_RULES | {
     "samplers": Allowed(lambda v: is_list(v) and len(v) > 0 and all(s in SAMPLERS for s in v),
@@ -106,10 +186,17 @@ EVALUATE_RULES = COMMON_RULES | {
     "spacings": Allowed(lambda v: v is None or (is_list(v) and len(v) > 0 and all(s in rules.SPACINGS for s in v)),
                         f"null or non-empty lists of {', '.join(rules.SPACINGS)}"),
     "wandb": rules.BOOLEAN,
+    "wandb_project": LOGGER_RULES["logger.wandb.project"],
     "guidance_scales": Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_number(w) and w >= 0 for w in v),
                                "non-empty lists of numbers >= 0"),
+    "data_dir": rules.OPTIONAL_PATH,
+    "inception_weights": rules.OPTIONAL_PATH,
+    "feature_net.cache_dir": rules.OPTIONAL_PATH,
+    "feature_net.epochs": integer(1, special=(None,)),
 }
 VIZ_RULES = {
+    "ckpt": rules.PATH,
+    "out": rules.OPTIONAL_PATH,
     "seed": integer(0),
     "steps": EVALUATE_RULES["steps"],
     "samplers": EVALUATE_RULES["samplers"],
@@ -117,13 +204,15 @@ VIZ_RULES = {
     "n_seeds": rules.IMAGE_COUNT,
 }
 FEATURE_NET_RULES = {
+    "data_dir": rules.PATH,
+    "cache_dir": rules.OPTIONAL_PATH,
     "epochs": integer(1, special=(None,)),
     "batch_size": integer(1, special=(None,)),
     "lr": number(0, lo_open=True, special=(None,)),
     "num_features": integer(1, special=(None,)),
     "seed": integer(0, special=(None,)),
     "flip": one_of(True, False, None),
-}
+} | GENERIC_RULES | DATASET_RULES | PATH_RULES
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -131,12 +220,42 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
+def leaves(cfg: DictConfig, prefix: str = "") -> Iterator[tuple[str, Node]]:
+    """(dotted key, node) of every value of `cfg` but Hydra's own: scalars and lists (a list is one value)."""
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        if not prefix and key == "hydra":
+            continue
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_interpolation():
+            yield from leaves(node, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", node
+
+
+def is_reference(node: Node) -> bool:
+    """A leaf `${other.key}` that repeats another key's value: that key's rule checks it."""
+    return node._is_interpolation() and bool(REFERENCE.match(str(node._value())))
+
+
+def rule_for(key: str, rules_by_key: dict[str, Allowed]) -> Allowed | None:
+    """The rule of `key`: its own, else the first pattern (`logger.*.save_dir`) it matches; None if it has none."""
+    if key in rules_by_key:
+        return rules_by_key[key]
+    return next((rule for pattern, rule in rules_by_key.items() if "*" in pattern and fnmatch(key, pattern)), None)
+
+
+def unruled(cfg: DictConfig, rules_by_key: dict[str, Allowed]) -> list[str]:
+    """The values of `cfg` that no rule checks (neither their own nor, for a reference, that of the key it
+    repeats): a key added to conf/ without a rule shows up here (tests/test_config_rules.py)."""
+    return [key for key, node in leaves(cfg) if not is_reference(node) and rule_for(key, rules_by_key) is None]
+
+
 def check(cfg: DictConfig, rules_by_key: dict[str, Allowed]) -> None:
-    """Each `key: Allowed` of `rules_by_key` whose key is in `cfg`; keys a config does not have are skipped."""
-    for key, allowed in rules_by_key.items():
-        value = _select(cfg, key)
-        if value is not MISSING:
-            allowed.check(key, value)
+    """Every value of `cfg` by its rule in `rules_by_key` (see `rule_for`); references are checked where they
+    point, and keys with no rule (a user's `+callbacks.x=…`) are left to what uses them."""
+    for key, node in leaves(cfg):
+        if not is_reference(node) and (rule := rule_for(key, rules_by_key)) not in (None, rules.ANY):
+            rule.check(key, _select(cfg, key))
 
 
 def given_on_command_line(key: str) -> bool:
@@ -157,13 +276,14 @@ def check_steps_or_nfe(cfg: DictConfig, steps_key: str = "steps", nfe_key: str =
 
 def check_train_config(cfg: DictConfig) -> None:
     """All the checks for `train.py`'s config; raises ConfigError at the first bad value."""
-    check(cfg, TRAIN_RULES)
-    check_steps_or_nfe(cfg, "sampling.steps", "sampling.nfe")
-    rules.check_terminal_snr(cfg.get("prediction"), _select(cfg, "schedule.zero_terminal_snr") is True)
-    for key in TRAIN_STEP_COUNTS:
+    rules.T.check("T", cfg.T)
+    for key in TRAIN_STEP_COUNTS:  # first: their message names T
         steps = _select(cfg, key)
         if steps is not MISSING:
             rules.check_step_counts(key, steps, cfg.T)
+    check(cfg, TRAIN_RULES)
+    check_steps_or_nfe(cfg, "sampling.steps", "sampling.nfe")
+    rules.check_terminal_snr(cfg.get("prediction"), _select(cfg, "schedule.zero_terminal_snr") is True)
     check_lr_budget(cfg)
     if cfg.get("resume") is not None:
         find_checkpoint(str(cfg.resume), key="resume")

@@ -85,6 +85,19 @@ def one_of(*values) -> Allowed:
     return Allowed(lambda v: any(v == a and type(v) is type(a) for a in values), ", ".join(map(str, values)))
 
 
+def list_of(item: Allowed, non_empty: bool = False) -> Allowed:
+    """Lists whose every entry `item` allows (at least one entry when `non_empty`)."""
+    return Allowed(lambda v: is_list(v) and (len([*v]) > 0 or not non_empty) and all(item.test(x) for x in v),
+                   f"{'non-empty ' if non_empty else ''}lists of {item.words}")
+
+
+ANY = Allowed(lambda v: True, "any value")  # said explicitly: a key whose every value is fine (a name, a tag)
+TEXT = Allowed(lambda v: isinstance(v, str), "strings")
+OPTIONAL_TEXT = Allowed(lambda v: v is None or isinstance(v, str), "null or strings")
+PATH = Allowed(lambda v: isinstance(v, str) and v.strip() != "", "non-empty paths")
+OPTIONAL_PATH = Allowed(lambda v: v is None or PATH.test(v), "null or non-empty paths")
+TARGET = Allowed(lambda v: isinstance(v, str) and all(p.isidentifier() for p in v.split(".")) and "." in v,
+                 "dotted import paths (package.module.Name)")
 BOOLEAN = one_of(True, False)
 DURATION = Allowed(lambda v: v is None or (isinstance(v, str) and len(v.split(":")) == 4
                                            and all(p.isdigit() for p in v.split(":"))), "null or DD:HH:MM:SS")
@@ -95,6 +108,23 @@ ACCELERATOR = one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 # The rules that the classes and functions of the package apply to their own arguments too.
 T = integer(1)  # diffusion steps
+# The U-Net (models.UNet)
+IMAGE_CHANNELS = integer(1)
+IMAGE_SIZE = integer(1)
+WIDTH = integer(1)  # model.channels, the base width
+CHANNEL_MULTS = list_of(integer(1), non_empty=True)  # one width multiplier per resolution
+RES_BLOCKS = integer(1)
+ATTENTION_RESOLUTIONS = list_of(integer(1))  # feature-map widths (pixels) with self-attention
+DROPOUT = number(0, 1, hi_open=True)
+NORM_GROUPS = integer(1)
+NUM_CLASSES = integer(2, special=(None,))
+# The noise schedules (diffusion.schedules)
+BETA = number(0, 1, lo_open=True, hi_open=True)  # a linear schedule's beta_start, beta_end
+MAX_BETA = number(0, 1, lo_open=True, hi_open=True)  # the clip of the cosine and sigmoid schedules
+COSINE_OFFSET = number(0)  # Nichol & Dhariwal's s
+SIGMOID_TAU = number(0, lo_open=True)
+SIGMOID_END = number(-1e6, 1e6)  # start and end of the sigmoid's input; end > start
+MIN_SNR_GAMMA = number(0, lo_open=True)
 PREDICTION = one_of(*PREDICTIONS)
 LOSS_WEIGHTING = one_of(*LOSS_WEIGHTINGS)
 LR_SCHEDULE = one_of(*LR_SCHEDULES)

@@ -33,6 +33,15 @@ CASES = [
     ("train.py", ["after_training.budget=-5"], ["after_training.budget=-5", "allowed values are numbers > 0 or None or auto"]),
     # train.py: values, refused before anything heavy is imported
     ("train.py", ["T=0"], ["T=0", "allowed values are integers >= 1"]),
+    # train.py: the model group, whose values once ended in PyTorch tracebacks
+    ("train.py", ["model.channels=0"], ["model.channels=0", "allowed values are integers >= 1"]),
+    ("train.py", ["model.channels=-8"], ["model.channels=-8", "allowed values are integers >= 1"]),
+    ("train.py", ["model.channel_mults=[1,0]"], ["model.channel_mults=[1, 0]", "non-empty lists of integers >= 1"]),
+    ("train.py", ["model.norm_groups=0"], ["model.norm_groups=0", "allowed values are integers >= 1"]),
+    ("train.py", ["model.dropout=2"], ["model.dropout=2", "allowed values are numbers >= 0 and < 1"]),
+    ("train.py", ["schedule=cosine", "schedule.max_beta=1.5"], ["schedule.max_beta=1.5", "numbers > 0 and < 1"]),
+    ("train.py", ["callbacks.checkpoint.every_n_minutes=0"], ["callbacks.checkpoint.every_n_minutes=0",
+                                                              "allowed values are numbers > 0 or None"]),
     ("train.py", ["T=abc"], ["T='abc'", "allowed values are integers >= 1"]),
     ("train.py", ["optimizer.lr=-1e-3"], ["optimizer.lr=-0.001", "allowed values are numbers > 0"]),
     ("train.py", ["sampling.steps=[5,80]"], ["sampling.steps=[5, 80]", "80 not allowed", "integers 1..T=50"]),

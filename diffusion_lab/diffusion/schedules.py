@@ -30,6 +30,11 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02,
                  zero_terminal_snr: bool = False) -> torch.Tensor:
     """DDPM's linear betas (Ho et al. 2020), rescaled by 1000/T so every T ends at the same noise level."""
     _check_T(T)
+    rules.BETA.check("schedule.beta_start", beta_start)
+    rules.BETA.check("schedule.beta_end", beta_end)
+    if beta_start > beta_end:
+        raise ConfigError(f"schedule.beta_start={beta_start!r}: allowed values are numbers up to schedule.beta_end="
+                          f"{beta_end!r} (the betas grow with t)")
     scale = 1000 / T
     if scale * beta_end >= 1:
         raise ConfigError(
@@ -50,6 +55,8 @@ def betas_from_alphas_cumprod(alpha_bar, T: int, max_beta: float) -> torch.Tenso
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999, zero_terminal_snr: bool = False) -> torch.Tensor:
     """Nichol & Dhariwal (2021), eq. 17: ᾱ(t) = cos²(((t/T + s)/(1 + s))·π/2) / (same at t=0)."""
     _check_T(T)
+    rules.COSINE_OFFSET.check("schedule.s", s)
+    rules.MAX_BETA.check("schedule.max_beta", max_beta)
 
     def alpha_bar(u):
         return torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
@@ -63,6 +70,12 @@ def sigmoid_betas(
 ) -> torch.Tensor:
     """Jabri et al. (2022), RIN: ᾱ(t) follows a rescaled sigmoid of (start + t/T·(end − start))/τ."""
     _check_T(T)
+    rules.SIGMOID_END.check("schedule.start", start)
+    rules.SIGMOID_END.check("schedule.end", end)
+    rules.SIGMOID_TAU.check("schedule.tau", tau)
+    rules.MAX_BETA.check("schedule.max_beta", max_beta)
+    if start >= end:
+        raise ConfigError(f"schedule.start={start!r}: allowed values are numbers below schedule.end={end!r}")
     v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
     v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lab import rules
 from diffusion_lab.errors import ConfigError
 
 
@@ -58,6 +59,24 @@ class Attention(nn.Module):
         return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
 
 
+def check_arguments(in_channels, image_size, channels, channel_mults, num_res_blocks, attention_resolutions,
+                    dropout, norm_groups, num_classes) -> None:
+    """Each of the U-Net's arguments by its rule, and the attention sizes against the feature maps it has."""
+    for key, rule, value in (
+        ("in_channels", rules.IMAGE_CHANNELS, in_channels), ("image_size", rules.IMAGE_SIZE, image_size),
+        ("channels", rules.WIDTH, channels), ("channel_mults", rules.CHANNEL_MULTS, channel_mults),
+        ("num_res_blocks", rules.RES_BLOCKS, num_res_blocks),
+        ("attention_resolutions", rules.ATTENTION_RESOLUTIONS, attention_resolutions),
+        ("dropout", rules.DROPOUT, dropout), ("norm_groups", rules.NORM_GROUPS, norm_groups),
+        ("num_classes", rules.NUM_CLASSES, num_classes),
+    ):
+        rule.check(f"model.{key}", value)
+    sizes = [image_size // 2**i for i in range(len(channel_mults))]
+    if any(r not in sizes for r in attention_resolutions):
+        raise ConfigError(f"model.attention_resolutions={rules.show(attention_resolutions)}: allowed entries are the "
+                          f"feature-map widths of this U-Net, {', '.join(map(str, sizes))}")
+
+
 class UNet(nn.Module):
     """ε_θ(x_t, t) (or x_0, v): `channels`·mult features per level, `num_res_blocks` blocks per level, attention
     at the feature-map sizes listed in `attention_resolutions`, skip connections from every down block; with
@@ -76,6 +95,8 @@ class UNet(nn.Module):
         num_classes: int | None = None,
     ):
         super().__init__()
+        check_arguments(in_channels, image_size, channels, channel_mults, num_res_blocks, attention_resolutions,
+                        dropout, norm_groups, num_classes)
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
             allowed = [list(channel_mults[: n + 1]) for n in range(len(channel_mults)) if image_size % 2**n == 0]
