@@ -1,5 +1,7 @@
 """MNIST and Fashion-MNIST as in-memory uint8 tensors, read through torchvision; offline-aware."""
 
+import math
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +22,58 @@ def dataset_class(name: str) -> type[MNIST]:
     return DATASETS[name]
 
 
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST and Fashion-MNIST use
+IMAGE_SIDE, NUM_CLASSES = 28, 10
+
+
+def idx_shape(path: Path, dims: int) -> tuple[int, ...]:
+    """The shape an uncompressed IDX file of unsigned bytes with `dims` dimensions declares, once its magic number
+    and its length are checked against it; ConfigError naming the file and what is wrong otherwise."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * dims)
+    expected_magic = (IDX_UBYTE << 8) | dims
+    if len(header) < 4 + 4 * dims:
+        raise ConfigError(f"{path}: {size} bytes, too short for an IDX header; the file is truncated or not IDX "
+                          "(delete it to download it again)")
+    magic = struct.unpack(">I", header[:4])[0]
+    if magic != expected_magic:
+        raise ConfigError(f"{path}: magic number 0x{magic:08x}, expected 0x{expected_magic:08x} (unsigned bytes, "
+                          f"{dims} dimensions); not an uncompressed IDX file of this kind (delete it to download it "
+                          "again)")
+    shape = struct.unpack(f">{dims}I", header[4:])
+    if size != len(header) + math.prod(shape):
+        raise ConfigError(f"{path}: {size} bytes, but its header declares {'×'.join(map(str, shape))} values, "
+                          f"{len(header) + math.prod(shape)} bytes; the file is truncated or corrupt (delete it to "
+                          "download it again)")
+    return shape
+
+
+def check_raw_files(cls: type[MNIST], root: str | Path, train: bool) -> None:
+    """The split's IDX files, where they exist, before torchvision reads them: images n × 28 × 28, as many labels,
+    each a class 0–9. A bad file stops the run in one line naming it, never in a reshape traceback."""
+    folder = Path(root) / cls.__name__ / "raw"
+    prefix = "train" if train else "t10k"
+    images, labels = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
+    if not (images.is_file() and labels.is_file()):
+        return  # torchvision downloads them, or `_missing` says where to put them
+    n, height, width = idx_shape(images, 3)
+    if (height, width) != (IMAGE_SIDE, IMAGE_SIDE):
+        raise ConfigError(f"{images}: images of {height}×{width} pixels; {cls.__name__} images are "
+                          f"{IMAGE_SIDE}×{IMAGE_SIDE}")
+    (n_labels,) = idx_shape(labels, 1)
+    if n_labels != n:
+        raise ConfigError(f"{labels}: {n_labels} labels for the {n} images of {images.name}; the two files do not "
+                          "belong together")
+    if max(labels.read_bytes()[8:], default=0) >= NUM_CLASSES:
+        raise ConfigError(f"{labels}: a label above {NUM_CLASSES - 1}; the file is corrupt or not {cls.__name__}'s")
+
+
 def load_split(name: str, root: str | Path, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images as uint8 of shape (N, 1, 28, 28), labels) of one split; downloads only when the files are missing."""
+    """(images as uint8 of shape (N, 1, 28, 28), labels) of one split, its files checked first; downloads only
+    when the files are missing."""
     cls = dataset_class(name)
+    check_raw_files(cls, root, train)
     try:
         data = cls(str(root), train=train, download=False)
     except RuntimeError:
