@@ -15,9 +15,10 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, read_write
 
 import diffusion_lab.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
-from diffusion_lab import config_checks
+from diffusion_lab import config_checks, interrupts
 from diffusion_lab.config import CONFIG_DIR
 from diffusion_lab.errors import ConfigError, causes, one_line_errors
+from diffusion_lab.files import run_lock
 from diffusion_lab.resume import resume_command
 
 
@@ -45,9 +46,13 @@ def hydra_command(config_name: str, check: Callable[[DictConfig], None], work: C
     imported only once the config has passed its checks (torch takes seconds to import; a typo should not)."""
 
     def main(cfg: DictConfig):
-        with one_line_errors():
+        with one_line_errors(), interrupts.stop_on_signals():
             check(cfg)
-            return (get_method(work) if isinstance(work, str) else work)(cfg)
+            try:
+                return (get_method(work) if isinstance(work, str) else work)(cfg)
+            except interrupts.Interrupted as stop:
+                raise interrupts.Interrupted(stop.signum, f"{stop.message}; nothing was written (the outputs are "
+                                             "written once every image is drawn): run the same command again") from None
 
     main.__name__ = main.__qualname__ = f"{config_name}_main"
     return entry_point(config_name)(hydra.main(version_base="1.3", config_path=CONFIG_DIR,
@@ -98,7 +103,8 @@ def train_main(cfg: DictConfig) -> float | None:
     with one_line_errors(), no_run_dir_after_bad_config(cfg):
         config_checks.check_train_config(cfg)
         train = get_method("diffusion_lab.train.train")  # imported once the values are known good (torch: seconds)
-        metrics = train(cfg)
+        with run_lock(cfg.paths.output_dir, "resume" if cfg.get("resume") else "hydra.run.dir"):
+            metrics = train(cfg)
     return metrics.get(f"val/fid@{cfg.quality.steps}")
 
 

@@ -1,11 +1,14 @@
 """The errors a user can fix, and how every command reports them: one `error: <message>` line, exit status 2
-(bad input) or 3 (training went wrong), no traceback."""
+(bad input), 3 (training went wrong) or 4 (a file could not be written), no traceback."""
 
 import difflib
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+
+from diffusion_lab.interrupts import Interrupted
 
 
 class ConfigError(ValueError):
@@ -16,7 +19,12 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message says where, and what was kept."""
 
 
-EXIT_STATUS = {ConfigError: 2, TrainingError: 3}
+class StorageError(OSError):
+    """A file could not be written (a full disk, a read-only folder); the message names it and the space needed.
+    Whatever was there before is left whole (see `files.write_atomic`)."""
+
+
+EXIT_STATUS = {ConfigError: 2, TrainingError: 3, StorageError: 4}
 
 
 def causes(err: BaseException):
@@ -81,9 +89,14 @@ def _unused_group_line(group: str, option: str, command_keys: Mapping) -> str:
 @contextmanager
 def one_line_errors(command_keys: Mapping | None = None):
     """Turn an error a user can fix (see `error_line`) into `error: <message>` on stderr and a non-zero exit
-    status (2: a bad input, 3: training went wrong); anything else keeps its traceback."""
+    status (2: a bad input, 3: training went wrong, 4: a file could not be written), and a stop on a signal (`interrupts.Interrupted`) into its
+    one line and 128 + the signal's number; anything else keeps its traceback."""
     try:
         yield
+    except Interrupted as stop:
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # one line, not one per DDP process
+            print(stop.message, file=sys.stderr)
+        raise SystemExit(stop.code) from None
     except Exception as err:
         found = error_line(err, command_keys)
         if found is None:

@@ -11,6 +11,7 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
+from diffusion_lab import interrupts
 from diffusion_lab.diffusion import Denoiser
 from diffusion_lab.images import to_pixels
 from diffusion_lab.rng import ImageNoise
@@ -120,9 +121,11 @@ def generate(denoiser: Denoiser, sampler: Sampler, n: int, image_shape, seed: in
     (`ImageNoise`, keyed by seed and i), so it does not depend on the batch size or on which process draws it,
     and of class `labels[i − first]` when given. `on_batch(b)` is told of each batch of b images drawn.
     `full_batches` draws the last batch at full size too, keeping only its first images: a compiled network
-    then never meets a new shape (which would compile it again)."""
+    then never meets a new shape (which would compile it again). A stop signal ends it before the next batch
+    (`interrupts.Interrupted`)."""
     batches = []
     for start in range(0, n, batch_size):
+        interrupts.check("sampling")
         b = min(batch_size, n - start)
         drawn = batch_size if full_batches else b
         noise = ImageNoise(seed, range(first + start, first + start + drawn), device)

@@ -8,6 +8,7 @@ import torch
 from torchvision.utils import save_image
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.files import write_atomic
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -57,4 +58,5 @@ def grid_layout(images: torch.Tensor, labels: torch.Tensor | None, blank: float)
 def save_grid(images: torch.Tensor, labels: torch.Tensor | None, path: Path, most: int = 256) -> None:
     """The first `most` uint8 images as a PNG: one row per class for a class grid (labels i % C), else a square."""
     images, nrow = grid_layout(images[:most], labels[:most] if labels is not None else None, blank=255)
-    save_image(images.float() / 255, path, nrow=nrow, padding=2, pad_value=1.0)
+    write_atomic(path, lambda f: save_image(images.float() / 255, f, format="png", nrow=nrow, padding=2, pad_value=1.0),
+                 binary=True)

@@ -9,6 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
+from diffusion_lab.files import write_atomic
+
 DPI = 100
 
 
@@ -45,6 +47,4 @@ def error_bars(values: list[float], intervals: list) -> list[list[float]] | None
 
 def save(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG of exactly figsize × dpi pixels."""
-    path = Path(path)
-    fig.savefig(path, dpi=fig.dpi, format="png")
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, dpi=fig.dpi, format="png"), binary=True)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.cost import nfe, steps_for_nfe
-from diffusion_lab.files import fresh_dir, write_json_atomic
+from diffusion_lab.files import fresh_dir, removed_if_unfinished, write_atomic, write_json_atomic
 from diffusion_lab.generation import Share, generate, launch, prepare_sampling
 from diffusion_lab.images import requested_classes, save_grid
 
@@ -62,9 +62,11 @@ def sample_run(cfg: DictConfig) -> Path | None:
         "seconds": round(seconds, 3), "images_per_second": round(cfg.n / seconds, 2),
         "batch_size": batch_size, "compiled": compiled,
     }
-    np.savez_compressed(out / "samples.npz", images=images.numpy()[:, 0] if images.shape[1] == 1 else images.numpy(),
-                        settings=json.dumps(settings))
-    save_grid(images, labels, out / "grid.png")
-    write_json_atomic(out / "settings.json", settings)
+    pixels = images.numpy()[:, 0] if images.shape[1] == 1 else images.numpy()
+    with removed_if_unfinished(out):
+        write_atomic(out / "samples.npz", lambda f: np.savez_compressed(f, images=pixels, settings=json.dumps(settings)),
+                     binary=True)
+        save_grid(images, labels, out / "grid.png")
+        write_json_atomic(out / "settings.json", settings)
     log.info("%d images in %.1fs (%.1f images/s) -> %s", cfg.n, seconds, cfg.n / seconds, out)
     return out

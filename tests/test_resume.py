@@ -3,6 +3,8 @@ loss stops training before any checkpoint holds the weights it touched."""
 
 import csv
 import hashlib
+import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,36 @@ def wandb_run_ids(run: Path) -> set[str]:
     return {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
 
 
-@pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_bit_identical(tiny_data, tmp_path):
-    env = {"PYTHONPATH": str(ROOT / "tests")}  # for crash.KillAtStep
-    whole = run_cli("train.py", *RESUMABLE, f"paths.log_dir={tmp_path / 'whole'}", data=tiny_data)
+@pytest.fixture(scope="module")
+def whole_run(tiny_data, tmp_path_factory) -> Path:
+    """RESUMABLE run to its end without a break: what an interrupted and resumed run must equal."""
+    log_dir = tmp_path_factory.mktemp("whole")
+    whole = run_cli("train.py", *RESUMABLE, f"paths.log_dir={log_dir}", data=tiny_data)
     assert whole.returncode == 0, whole.stderr[-3000:]
+    return the_run(log_dir)
+
+
+def assert_resumed_exactly(reference: Path, run: Path) -> None:
+    """The resumed `run` ends where the uninterrupted `reference` does: the same EMA and raw weights, optimizer
+    and schedule state, EMA state and every logged value, each step logged once."""
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 12
+    for weights in ("state_dict", "current_model_state"):  # EMA and raw weights
+        assert a[weights].keys() == b[weights].keys()
+        assert all(torch.equal(a[weights][k], b[weights][k]) for k in a[weights]), weights
+    for state_a, state_b in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    assert a["callbacks"]["EMA"] == b["callbacks"]["EMA"]
+    rows = metrics_rows(run)
+    assert [r["step"] for r in rows if r["train/loss_step"]] == [str(s) for s in range(12)]  # no gap, no double
+    assert rows == metrics_rows(reference)  # every value as well, the epoch means and validation losses too
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_bit_identical(whole_run, tiny_data, tmp_path):
+    env = {"PYTHONPATH": str(ROOT / "tests")}  # for crash.KillAtStep
     killed = run_cli("train.py", *RESUMABLE, *CRASH_AT_8, f"paths.log_dir={tmp_path / 'killed'}", data=tiny_data,
                      env=env)
     assert killed.returncode == -9  # SIGKILL: no handler ran
@@ -53,26 +80,38 @@ def test_a_run_killed_mid_epoch_resumes_bit_identical(tiny_data, tmp_path):
     # The same command line is rebuilt from the run's own record; only the crash is taken out.
     resumed = run_cli("train.py", f"resume={run}", "~callbacks.crash", data=tiny_data, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    reference = the_run(tmp_path / "whole")
-    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 12
-    for weights in ("state_dict", "current_model_state"):  # EMA and raw weights
-        assert a[weights].keys() == b[weights].keys()
-        assert all(torch.equal(a[weights][k], b[weights][k]) for k in a[weights]), weights
-    for state_a, state_b in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
-        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-    assert a["lr_schedulers"] == b["lr_schedulers"]
-    assert a["callbacks"]["EMA"] == b["callbacks"]["EMA"]
-
-    rows = metrics_rows(run)
-    assert [r["step"] for r in rows if r["train/loss_step"]] == [str(s) for s in range(12)]  # no gap, no double
-    assert rows == metrics_rows(reference)  # every value as well, the epoch means and validation losses too
+    assert_resumed_exactly(whole_run, run)
     assert (run / ".hydra" / "config.yaml").read_bytes() == first_config  # the resume's config went beside it
     assert len(list((run / ".hydra").glob("resume-*/config.yaml"))) == 1
     assert wandb_run_ids(run) == {wandb_id(str(run))}  # both starts logged to one W&B run
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_checkpoints_the_step_exits_128_plus_it_and_resumes_bit_identical(
+        whole_run, tiny_data, tmp_path, signal_name):
+    env = {"PYTHONPATH": str(ROOT / "tests")}  # for crash.SignalAtStep
+    stopped = run_cli("train.py", *RESUMABLE, "+callbacks.crash._target_=crash.SignalAtStep", "+callbacks.crash.step=7",
+                      f"+callbacks.crash.name={signal_name}", f"paths.log_dir={tmp_path / 'stopped'}", data=tiny_data,
+                      env=env)
+    run = the_run(tmp_path / "stopped")
+    assert stopped.returncode == 128 + getattr(signal, signal_name), stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"stopped by {signal_name} at optimizer step 7, checkpoint written; go on with: python train.py resume={run}")
+    assert "Traceback" not in stopped.stderr
+    # The step the signal came in is checkpointed (between the every-3-steps ones at 6 and 9), within keep-3.
+    assert (run / "checkpoints" / "last.ckpt").resolve().name == "step0000007.ckpt"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step*.ckpt")) == [
+        "step0000005.ckpt", "step0000006.ckpt", "step0000007.ckpt"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["optimizer_steps"]) == ("interrupted", 7)
+    assert list(run.rglob("*.tmp")) == []
+
+    resumed = run_cli("train.py", f"resume={run}", "~callbacks.crash", data=tiny_data, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_resumed_exactly(whole_run, run)
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
 
 def test_checkpoints_are_renamed_into_place_only_when_complete(tmp_path, monkeypatch):

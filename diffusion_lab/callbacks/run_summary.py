@@ -2,6 +2,7 @@
 
 import time
 from collections import deque
+from contextlib import suppress
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,7 +19,8 @@ class RunSummary(Callback):
     training batches, all ranks), and the entries of other callbacks' `summary` dicts (SampleQuality's
     `quality`).
 
-    Written when fit ends, and again after a final `trainer.validate`, which brings the last validation loss.
+    Written when fit ends, and again after a final `trainer.validate`, which brings the last validation loss; and
+    when a run stops on a signal or an error (`status`: interrupted).
     """
 
     def __init__(self, path: str, run_name: str = "", last_n_steps: int = 100):
@@ -41,11 +43,19 @@ class RunSummary(Callback):
         self.recent_losses.append(outputs["loss"].detach())  # no host sync in the loop
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.write(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        with suppress(OSError):  # a full disk: the error that stopped the run is the one to report
+            self.write(trainer, pl_module)  # a run stopped by a signal or an error says how far it got
+
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or not self._fit_start:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         summary = {
             "run_name": self.run_name,
+            "status": "interrupted" if trainer.interrupted else "finished",  # interrupted: a stop signal, an error
             "final_train_loss": float(torch.stack(list(self.recent_losses)).mean()) if self.recent_losses else None,
             "final_val_loss": metrics.pop("val/loss", None),
             "val_loss_by_t_bucket": {k.removeprefix("val/loss_"): metrics.pop(k) for k in sorted(metrics)
