@@ -15,6 +15,7 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics import feature_net as fn
 from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net.__main__ import main as feature_net_main
+from diffusion_lab.metrics import quality
 from diffusion_lab.metrics.quality import (InceptionFID, PrecomputedFeatures, QualityMetrics, class_accuracy,
                                            class_coverage, coverage, precision_recall)
 
@@ -361,3 +362,14 @@ def test_wandb_gets_each_metric_against_steps_and_against_nfe():
     assert run.logged["eval/fid_vs_nfe"].table.data == [[5, "heun+karras", 2.0], [9, "heun+karras", 10 / 9],
                                                         [5, "dpm_solver", 2.0], [9, "dpm_solver", 10 / 9]]
     assert [row[0] for row in run.logged["eval/fid_vs_steps"].table.data] == [3, 5, 9, 3, 5, 9]
+
+
+def test_distances_are_computed_in_runs_of_a_fixed_size_whatever_n(monkeypatch):
+    monkeypatch.setattr(quality, "DISTANCES_PER_CHUNK", 100)  # two rows at a time against 50 points
+    real, fake = torch.randn(57, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
+    assert [len(rows) for rows in quality.row_chunks(real, len(fake))] == [2] * 28 + [1]
+    direct = torch.cdist(real, real).kthvalue(4, dim=1).values  # k = 3 and the point itself
+    radii = quality.knn_radii(real, 3)
+    torch.testing.assert_close(radii, direct, rtol=1e-12, atol=1e-12)  # cdist's float sums differ by row count
+    assert torch.equal(quality.inside_manifold(fake, real, radii), (torch.cdist(fake, real) <= radii[None]).any(1))
+    assert torch.equal(quality.covered(real, fake, k=3), torch.cdist(real, fake).amin(1) <= radii)

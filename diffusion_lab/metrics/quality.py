@@ -15,6 +15,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import write_json_atomic
+from diffusion_lab.memory import release_freed_memory
 from diffusion_lab.metrics import uncertainty
 from diffusion_lab.metrics.feature_net import cache_dir_for, load_feature_net, real_features
 
@@ -23,25 +24,26 @@ FID_INF_PARTS = 3  # FID∞ fits the FIDs of a third, two thirds and all of the 
 FID_INF_MIN_RATIO = 1  # FID∞ needs a third of the images to number at least this many times the features
 
 
+DISTANCES_PER_CHUNK = 2**24  # pairwise distances held at once: 128 MiB in float64, whatever n is
+
+
+def row_chunks(queries: torch.Tensor, columns: int) -> tuple[torch.Tensor, ...]:
+    """`queries` in runs of rows whose distances to `columns` points fit DISTANCES_PER_CHUNK: memory stays flat
+    as n grows (50,000 samples against 10,000 real images)."""
+    return queries.split(max(1, DISTANCES_PER_CHUNK // max(columns, 1)))
+
+
 @torch.no_grad()
-def knn_radii(features: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest other point."""
-    radii = []
-    for start in range(0, len(features), chunk):
-        d = torch.cdist(features[start:start + chunk], features)
-        radii.append(d.kthvalue(k + 1, dim=1).values)  # the 1st is the point itself
-    return torch.cat(radii)
+    return torch.cat([torch.cdist(rows, features).kthvalue(k + 1, dim=1).values  # the 1st is the point itself
+                      for rows in row_chunks(features, len(features))])
 
 
 @torch.no_grad()
-def inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor,
-                    chunk: int = 2048) -> torch.Tensor:
+def inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """For each of `queries`: whether it lies inside at least one ball (support point, its k-NN radius)."""
-    inside = []
-    for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start:start + chunk], support)
-        inside.append((d <= radii[None]).any(1))
-    return torch.cat(inside)
+    return torch.cat([(torch.cdist(rows, support) <= radii[None]).any(1) for rows in row_chunks(queries, len(support))])
 
 
 def manifold_indicators(real: torch.Tensor, fake: torch.Tensor, k: int = 3,
@@ -62,13 +64,13 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
 
 
 @torch.no_grad()
-def covered(real: torch.Tensor, fake: torch.Tensor, k: int = COVERAGE_K, chunk: int = 2048,
+def covered(real: torch.Tensor, fake: torch.Tensor, k: int = COVERAGE_K,
             radii: torch.Tensor | None = None) -> torch.Tensor:
     """Coverage's per-image term (Naeem et al. 2020): whether each real feature's k-NN ball (among the real
     ones; its radii may be given) holds at least one fake feature."""
     real, fake = real.double(), fake.double()
     radii = knn_radii(real, k) if radii is None else radii
-    nearest_fake = torch.cat([torch.cdist(real[s:s + chunk], fake).amin(1) for s in range(0, len(real), chunk)])
+    nearest_fake = torch.cat([torch.cdist(rows, fake).amin(1) for rows in row_chunks(real, len(fake))])
     return nearest_fake <= radii
 
 
@@ -181,9 +183,15 @@ class QualityMetrics:
         return cls(net.to(device), real, record=record, floor_source=source, **kwargs)
 
     @torch.no_grad()
+    @torch.no_grad()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, class probabilities) of uint8 images, on the images' device."""
-        features = torch.cat([self.net.features(b) for b in images.split(self.batch_size)])
+        """(features, class probabilities) of uint8 images, on the images' device (no autograd graph: kept for
+        every image, it would grow with n)."""
+        features = []
+        for batch in images.split(self.batch_size):
+            features.append(self.net.features(batch))
+            release_freed_memory()  # peak memory flat in n
+        features = torch.cat(features)
         return features, self.net.head(features).softmax(1)
 
     @torch.no_grad()
