@@ -21,13 +21,13 @@ class KillAtStep(Callback):
 
 class SignalAtStep(Callback):
     """Sends the signal `name` (SIGTERM, SIGINT) to its own process `times` times once optimizer step `step` is
-    done: a scheduler's stop, or Ctrl-C pressed once or twice."""
+    done: a scheduler's stop, or Ctrl-C pressed once or twice. With `rank`, only that DDP rank is signalled."""
 
-    def __init__(self, step: int, name: str = "SIGTERM", times: int = 1):
-        self.step, self.signum, self.times = step, getattr(signal, name), times
+    def __init__(self, step: int, name: str = "SIGTERM", times: int = 1, rank: int | None = None):
+        self.step, self.signum, self.times, self.rank = step, getattr(signal, name), times, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
 

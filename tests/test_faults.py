@@ -59,6 +59,19 @@ def test_sigterm_in_the_evaluation_after_training_stops_it_at_the_next_batch(tin
 
 
 @pytest.mark.slow
+def test_under_ddp_a_signal_to_rank_0_stops_every_rank_at_the_same_step(tiny_data, tmp_path):
+    result = run_cli("train.py", *SHORT, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "dataset.batch_size=4", "~callbacks.quality", "+callbacks.crash._target_=crash.SignalAtStep",
+                     "+callbacks.crash.step=2", "+callbacks.crash.rank=0", f"paths.log_dir={tmp_path}",
+                     data=tiny_data, env=CRASH)
+    run = the_run(tmp_path)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("stopped by")] == [
+        f"stopped by SIGTERM at optimizer step 2, checkpoint written; go on with: python train.py resume={run}"]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2  # rank 1 did not go on alone
+
+
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_data, tmp_path):
     result = run_cli("train.py", *SHORT, "+callbacks.crash._target_=crash.SignalAtStep", "+callbacks.crash.step=7",
                      "+callbacks.crash.name=SIGINT", "+callbacks.crash.times=2", f"paths.log_dir={tmp_path}",
