@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,30 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tiny_data, tmp_path)
     assert result.stderr.strip().splitlines()[-1] == ("stopped at once by a second Ctrl-C; nothing was written "
                                                       "after the newest checkpoint")
     assert checkpoint_steps(the_run(tmp_path))[-1] == 6  # the every-3-steps one: none for step 7
+
+
+@pytest.mark.slow
+def test_sample_py_stopped_by_sigterm_exits_143_and_writes_nothing(tiny_run, tiny_data, tmp_path):
+    out = tmp_path / "samples"
+    env = {**os.environ, "DIFFUSION_LAB_DATA": str(tiny_data)}
+    command = [sys.executable, str(ROOT / "sample.py"), f"ckpt={tiny_run}", "n=100000", "steps=50",
+               "progress=false", "compile=false", f"out_dir={out}"]  # minutes of sampling
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as process:
+        watchdog = threading.Timer(180, process.kill)  # a stop that never comes fails the test, not the suite
+        watchdog.start()
+        lines = []
+        for line in process.stdout:  # the batch size is logged just before the first batch
+            lines.append(line)
+            if "sampling in batches of" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+        watchdog.cancel()
+    assert process.returncode == 143, "".join(lines) + rest
+    assert rest.strip().splitlines()[-1] == ("stopped by SIGTERM while sampling; nothing was written (the outputs "
+                                             "are written once every image is drawn): run the same command again")
+    assert not out.exists()
 
 
 def test_a_stop_request_ends_sampling_before_its_next_batch():
