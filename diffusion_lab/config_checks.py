@@ -17,15 +17,14 @@ from diffusion_lab import rules
 from diffusion_lab.checkpoints import find_checkpoint
 from diffusion_lab.config import SAMPLERS
 from diffusion_lab.errors import ConfigError
-from diffusion_lab.rules import Allowed, integer, is_int, is_list, is_number, number, one_of, show
+from diffusion_lab.rules import Allowed, integer, is_list, number, one_of, show
 
 MISSING = object()
 REFERENCE = re.compile(r"^\$\{[\w.]+\}$")  # `${quality.n}`: a leaf that repeats another key's value
 
-COUNT_LISTS = Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_int(k) and k >= 1 for k in v),
-                     "non-empty lists of integers >= 1")  # step counts or NFE budgets
+COUNT_LISTS = rules.list_of(integer(1), non_empty=True)  # step counts or NFE budgets
 NFE_BUDGETS = Allowed(lambda v: v is None or COUNT_LISTS.test(v), f"null or {COUNT_LISTS.words}")
-STEP_COUNTS = Allowed(lambda v: (is_int(v) and v >= 1) or (is_list(v) and all(is_int(k) and k >= 1 for k in v)),
+STEP_COUNTS = Allowed(lambda v: integer(1).test(v) or rules.list_of(integer(1)).test(v),
                       "integers >= 1 or lists of them")  # each also at most T (rules.check_step_counts)
 GENERIC_RULES = {  # every config: what Hydra instantiates
     "*._target_": rules.TARGET,
@@ -187,8 +186,7 @@ EVALUATE_RULES = COMMON_RULES | {
                         f"null or non-empty lists of {', '.join(rules.SPACINGS)}"),
     "wandb": rules.BOOLEAN,
     "wandb_project": LOGGER_RULES["logger.wandb.project"],
-    "guidance_scales": Allowed(lambda v: is_list(v) and len(v) > 0 and all(is_number(w) and w >= 0 for w in v),
-                               "non-empty lists of numbers >= 0"),
+    "guidance_scales": rules.list_of(number(0), non_empty=True),
     "data_dir": rules.OPTIONAL_PATH,
     "inception_weights": rules.OPTIONAL_PATH,
     "feature_net.cache_dir": rules.OPTIONAL_PATH,
@@ -222,7 +220,7 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def leaves(cfg: DictConfig, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """(dotted key, node) of every value of `cfg` but Hydra's own: scalars and lists (a list is one value)."""
-    for key in cfg.keys():
+    for key in cfg:
         node = cfg._get_node(key)
         if not prefix and key == "hydra":
             continue

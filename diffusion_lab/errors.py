@@ -27,6 +27,11 @@ class StorageError(OSError):
 EXIT_STATUS = {ConfigError: 2, TrainingError: 3, StorageError: 4}
 
 
+def is_first_process() -> bool:
+    """Whether this is the first (or only) process of its job: not a DDP child, nor a later SLURM or torchrun task."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 def causes(err: BaseException):
     """`err` and the exceptions it was raised from or during, innermost last."""
     while err is not None:
@@ -94,7 +99,7 @@ def one_line_errors(command_keys: Mapping | None = None):
     try:
         yield
     except Interrupted as stop:
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # one line, not one per DDP process
+        if is_first_process():  # one line, not one per process
             print(stop.message, file=sys.stderr)
         raise SystemExit(stop.code) from None
     except Exception as err:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from diffusion_lab.errors import ConfigError, StorageError
+from diffusion_lab.errors import ConfigError, StorageError, is_first_process
 
 # The write errors a user fixes on the machine (space, quota, permissions), reported in one line.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -58,7 +58,7 @@ def cannot_write(path: Path, err: OSError, written: int) -> str:
 
 @contextmanager
 def removed_if_unfinished(folder: Path) -> Iterator[Path]:
-    """A new output folder that is deleted when the block fails: no half-written sample or eval folder stays."""
+    """A new output folder that is deleted when the block fails: no half-written sample folder stays."""
     try:
         yield folder
     except BaseException:
@@ -91,11 +91,6 @@ def fresh_dir(base: str | Path) -> Path:
             return path
         except FileExistsError:
             continue
-
-
-def is_first_process() -> bool:
-    """Whether this is the first (or only) process of its job: not a DDP child, nor a later SLURM or torchrun task."""
-    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 @contextmanager

@@ -67,14 +67,18 @@ def check(doing: str) -> None:
         raise Interrupted(_requested, f"stopped by {signal_name(_requested)} while {doing}")
 
 
+def stop_signals() -> list[int]:
+    """The signals that ask this process to stop: SIGTERM, SIGINT and, in a SLURM job, its pre-emption signal."""
+    return [s for s in (signal.SIGTERM, signal.SIGINT, preemption_signal()) if s is not None]
+
+
 def install() -> None:
     """(Re)install the recording handler on this process's stop signals, over whatever is there now (Lightning
     installs its own SIGTERM handler when fitting starts); main thread only, as Python requires."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (signal.SIGTERM, signal.SIGINT, preemption_signal()):
-        if signum is not None:
-            signal.signal(signum, _request)
+    for signum in stop_signals():
+        signal.signal(signum, _request)
 
 
 def pass_on_preemption() -> None:
@@ -93,7 +97,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = [s for s in (signal.SIGTERM, signal.SIGINT, preemption_signal()) if s is not None]
+    signals = stop_signals()
     _previous.update({s: signal.getsignal(s) for s in signals})
     install()
     try:

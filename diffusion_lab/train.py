@@ -16,7 +16,6 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from diffusion_lab import interrupts
-
 from diffusion_lab.checkpoints import check_same_model, find_checkpoint, read_checkpoint
 from diffusion_lab.loggers import CSVLogger
 

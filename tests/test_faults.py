@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import ROOT, TINY_TRAIN, make_tiny_dataset, one_line_error, run_cli, write_idx
 from diffusion_lab import interrupts

@@ -183,10 +183,8 @@ class QualityMetrics:
         return cls(net.to(device), real, record=record, floor_source=source, **kwargs)
 
     @torch.no_grad()
-    @torch.no_grad()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, class probabilities) of uint8 images, on the images' device (no autograd graph: kept for
-        every image, it would grow with n)."""
+        """(features, class probabilities) of uint8 images, on the images' device."""
         features = []
         for batch in images.split(self.batch_size):
             features.append(self.net.features(batch))
