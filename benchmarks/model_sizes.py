@@ -37,7 +37,7 @@ def main() -> None:
         x0 = torch.randn(args.batch, 1, 28, 28, device=device)
 
         def train_step():
-            t = diffusion.sample_timesteps(len(x0), device)
+            t = torch.randint(0, diffusion.num_timesteps, (len(x0),), device=device)
             loss = diffusion.per_sample_loss(net, x0, t, torch.randn_like(x0)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,11 +17,19 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import write_atomic
 
 IDENTITY_KEYS = ("net", "diffusion", "image_size", "channels")  # of the `module` config: what the weights mean
+# Keys added to those parts after runs had been written, with the value those runs had: left out of the identity
+# at that value, so that the fingerprints of earlier runs stay theirs (and such a run can still be resumed).
+ADDED_DEFAULTS = {"net": {"learn_sigma": False}, "diffusion": {"learn_sigma": False, "loss": "simple",
+                                                                 "vlb_weight": 0.001}}
 
 
 def identity(module_cfg: dict) -> dict:
     """The part of a run's `module` config (resolved, as plain containers) that its weights depend on."""
-    return {key: module_cfg.get(key) for key in IDENTITY_KEYS}
+    parts = {key: module_cfg.get(key) for key in IDENTITY_KEYS}
+    for part, defaults in ADDED_DEFAULTS.items():
+        if isinstance(parts[part], dict):
+            parts[part] = {k: v for k, v in parts[part].items() if k not in defaults or v != defaults[k]}
+    return parts
 
 
 def fingerprint(module_cfg: dict) -> str:

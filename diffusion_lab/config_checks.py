@@ -65,6 +65,7 @@ MODEL_RULES = {
     "model.dropout": rules.DROPOUT,
     "model.norm_groups": rules.NORM_GROUPS,
     "model.num_classes": rules.NUM_CLASSES,
+    "model.learn_sigma": rules.BOOLEAN,
 }
 SCHEDULE_RULES = {
     "schedule.beta_start": rules.BETA,
@@ -126,6 +127,8 @@ TRAIN_RULES = {
     "seed": integer(0),
     "prediction": rules.PREDICTION,
     "loss_weighting": rules.LOSS_WEIGHTING,
+    "loss": rules.LOSS,
+    "t_sampler": rules.T_SAMPLER,
     "resume": rules.OPTIONAL_PATH,  # a run directory or a .ckpt: find_checkpoint says which exist
     "run_name": rules.TEXT,
     "optimizer.lr": number(0, lo_open=True),
@@ -135,6 +138,10 @@ TRAIN_RULES = {
     "module.warmup_steps": integer(0),
     "module.lr_schedule": rules.LR_SCHEDULE,
     "module.diffusion.min_snr_gamma": rules.MIN_SNR_GAMMA,
+    "module.diffusion.vlb_weight": rules.VLB_WEIGHT,
+    "module.val_bpd.images": integer(0),
+    "module.val_bpd.timesteps": integer(1),
+    "module.val_bpd.every_n_epochs": rules.EVERY_N_EPOCHS,
     "speed.channels_last": rules.BOOLEAN,
     "speed.compile": rules.BOOLEAN,
     "speed.matmul_precision": one_of("highest", "high", "medium"),
@@ -282,6 +289,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check(cfg, TRAIN_RULES)
     check_steps_or_nfe(cfg, "sampling.steps", "sampling.nfe")
     rules.check_terminal_snr(cfg.get("prediction"), _select(cfg, "schedule.zero_terminal_snr") is True)
+    rules.check_loss(_select(cfg, "model.learn_sigma"), cfg.get("loss"), cfg.get("loss_weighting"))
     check_lr_budget(cfg)
     if cfg.get("resume") is not None:
         find_checkpoint(str(cfg.resume), key="resume")

@@ -12,8 +12,9 @@ from torchmetrics import MeanMetric
 
 from diffusion_lab.checkpoints import fingerprint
 from diffusion_lab.diffusion import Denoiser, GaussianDiffusion
+from diffusion_lab.diffusion.timesteps import TimestepSampler
 from diffusion_lab import rules
-from diffusion_lab.errors import TrainingError
+from diffusion_lab.errors import ConfigError, TrainingError
 from diffusion_lab.generation import eval_mode
 from diffusion_lab.images import to_model_space
 from diffusion_lab.rng import TRAIN_NOISE, rng_states, seeded_generator, set_rng_states
@@ -50,9 +51,15 @@ class DiffusionModule(pl.LightningModule):
     `channels_last` stores the network's weights in NHWC, so that its convolutions run in that layout;
     `compile` compiles its forward with torch.compile when fitting starts.
 
+    `t_sampler` draws the training t: uniform, or importance (`TimestepSampler`); auto: importance for
+    loss=vlb, as Nichol & Dhariwal trained L_vlb, else uniform.
+
     Validation is deterministic: test image i always gets the same t and noise, with t stratified
     over {0..T−1}, so `val/loss` and its ten t-buckets `val/loss_t{k}` (t/T in [k/10, (k+1)/10))
-    are comparable across epochs and runs with the same seed.
+    are comparable across epochs and runs with the same seed. `val/bpd` (every `val_bpd.every_n_epochs`
+    epochs) is the variational bound of the first `val_bpd.images` test images in bits per dimension, estimated
+    as L_T + L_0 + (T−1)/k·Σ_j L_{t_j} over k = `val_bpd.timesteps` t_j stratified over {1..T−1}, each image's
+    t_j and noise fixed: unbiased, on one scale for every T.
     """
 
     # Device types whose values the host reads without waiting: their progress bar shows every step's loss, and
@@ -74,8 +81,13 @@ class DiffusionModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         p_uncond: float = 0.1,
+        t_sampler: str = "auto",
+        val_bpd: dict | None = None,
     ):
         super().__init__()
+        if getattr(net, "learn_sigma", False) != diffusion.learn_sigma:
+            raise ConfigError(f"module.diffusion.learn_sigma={diffusion.learn_sigma}: allowed is the network's own "
+                              f"model.learn_sigma={getattr(net, 'learn_sigma', False)}")
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.compile_net = compile
         self.diffusion = diffusion
@@ -88,12 +100,17 @@ class DiffusionModule(pl.LightningModule):
         self.p_uncond = p_uncond
         self.image_shape = (channels, image_size, image_size)
         T = diffusion.num_timesteps
+        rules.T_SAMPLER.check("t_sampler", t_sampler)
+        importance = t_sampler == "importance" or (t_sampler == "auto" and diffusion.loss == "vlb")
+        self.timestep_sampler = TimestepSampler(T, importance)
         generator = torch.Generator().manual_seed(seed)
         val_t = (torch.arange(val_size) * T // val_size)[torch.randperm(val_size, generator=generator)]
         self.register_buffer("val_t", val_t, persistent=False)
         self.register_buffer("val_noise", torch.randn(val_size, *self.image_shape, generator=generator), persistent=False)
         self.register_buffer("val_bucket", val_t * VAL_BUCKETS // T, persistent=False)
         self.val_losses: torch.Tensor | None = None
+        self.val_bpd = {"images": 100, "timesteps": 10, "every_n_epochs": 1} | dict(val_bpd or {})
+        self.setup_val_bpd(min(self.val_bpd["images"], val_size), T, generator)
         self.last_validated_step = -1
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)  # first non-finite loss's step
         # Saved in checkpoints, so that a run resumed mid-epoch logs the mean of the whole epoch.
@@ -101,17 +118,36 @@ class DiffusionModule(pl.LightningModule):
         self.train_loss_epoch.persistent(True)
         self.restored_rng_states: dict | None = None
 
+    def setup_val_bpd(self, images: int, T: int, generator: torch.Generator) -> None:
+        """Fix the t and the noise of `val/bpd`: column 0 is L_0 (t = 0), the other k columns are t stratified over
+        {1..T−1}, weighted (T−1)/k; as buffers, not saved (they follow from the seed)."""
+        for key, rule in (("images", rules.integer(0)), ("timesteps", rules.integer(1)),
+                          ("every_n_epochs", rules.EVERY_N_EPOCHS)):
+            rule.check(f"module.val_bpd.{key}", self.val_bpd[key])
+        self.bpd_images = images if T > 1 else 0
+        k = min(self.val_bpd["timesteps"], T - 1)
+        strata = 1 + ((torch.arange(k) + torch.rand(images, k, generator=generator)) * (T - 1) / max(k, 1)).long()
+        self.register_buffer("bpd_t", torch.cat([torch.zeros(images, 1, dtype=torch.long), strata], 1),
+                             persistent=False)
+        self.register_buffer("bpd_noise", torch.randn(images, k + 1, *self.image_shape, generator=generator),
+                             persistent=False)
+        self.register_buffer("bpd_weights", torch.tensor([1.0] + [(T - 1) / max(k, 1)] * k), persistent=False)
+        self.val_bpds: torch.Tensor | None = None
+
     def setup(self, stage: str) -> None:
         if self.compile_net and stage == "fit":
             self.net.compile()  # in place: training, validation and sampling call the compiled forward
 
     def training_step(self, batch, batch_idx):
         x0 = to_model_space(batch[0])
-        t, noise, keep_label = self.training_noise(len(x0), batch_idx)
+        t, weights, noise, keep_label = self.training_noise(len(x0), batch_idx)
         labels = None  # label dropout: the null class for a share p_uncond, for classifier-free guidance
         if keep_label is not None:
             labels = torch.where(keep_label, batch[1], torch.full_like(batch[1], self.num_classes))
-        loss = self.diffusion.per_sample_loss(self.net, x0, t, noise, labels).mean()
+        losses = self.diffusion.per_sample_loss(self.net, x0, t, noise, labels)
+        if self.timestep_sampler.importance:  # every process learns the whole global batch's losses, in order
+            self.timestep_sampler.update(self.global_batch(t), self.global_batch(losses.detach()))
+        loss = (weights * losses).mean()
         on_host = self.device.type in self.host_devices
         self.watch_finite(loss, on_host)
         # Averaged over the global batch: an all-reduce of one number, no wait for the host. Lightning reads
@@ -122,6 +158,11 @@ class DiffusionModule(pl.LightningModule):
         if not on_host:
             self.log("loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, sync_dist=True)
         return loss
+
+    def global_batch(self, values: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the global batch gathered from every process, in the global batch's order."""
+        world_size = self._trainer.world_size if self._trainer else 1
+        return self.all_gather(values).flatten() if world_size > 1 else values
 
     def watch_finite(self, loss: torch.Tensor, on_host: bool) -> None:
         """On the host, stop now if `loss` is not finite; elsewhere, remember the first such step on the device
@@ -146,9 +187,11 @@ class DiffusionModule(pl.LightningModule):
         if step >= 0:
             self.stop_non_finite(step)
 
-    def training_noise(self, batch_size: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """t ~ Uniform{0..T−1}, ε ~ N(0, I) and, for a class-conditional net, which labels to keep (each with
-        probability 1 − p_uncond; None otherwise) for this process's share of the global batch.
+    def training_noise(self, batch_size: int, batch_idx: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """t and its loss weight from the timestep sampler, ε ~ N(0, I) and, for a class-conditional net, which
+        labels to keep (each with probability 1 − p_uncond; None otherwise) for this process's share of the
+        global batch.
 
         They are drawn for the whole global batch from a stream fixed by (seed, epoch, batch), and each rank
         keeps the rows of its share of the data (`IndexBatches`): training under N processes is the training
@@ -158,13 +201,13 @@ class DiffusionModule(pl.LightningModule):
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         generator = seeded_generator(self.seed, TRAIN_NOISE, self.current_epoch, batch_idx, device=self.device)
         n = batch_size * world_size
-        t = self.diffusion.sample_timesteps(n, self.device, generator)
+        t, weights = self.timestep_sampler.sample(n, self.device, generator)
         noise = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
         if not self.num_classes:
-            return t[mine], noise[mine], None
+            return t[mine], weights[mine], noise[mine], None
         keep_label = torch.rand(n, generator=generator, device=self.device) >= self.p_uncond
-        return t[mine], noise[mine], keep_label[mine]
+        return t[mine], weights[mine], noise[mine], keep_label[mine]
 
     def lr_factor(self, step: int) -> float:
         """The learning rate's factor at optimizer `step` (`lr_factor`), the budget read from the trainer."""
@@ -190,13 +233,27 @@ class DiffusionModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.check_finite()
         self.val_losses = torch.full((len(self.val_t),), -1.0, device=self.device)  # −1: not evaluated
+        due = self.bpd_images and self.current_epoch % self.val_bpd["every_n_epochs"] == 0
+        self.val_bpds = torch.full((self.bpd_images,), -1.0, device=self.device) if due else None
 
     def validation_step(self, batch, batch_idx):
         images, labels, index = batch
+        x0 = to_model_space(images)
         self.val_losses[index] = self.diffusion.per_sample_loss(
-            self.net, to_model_space(images), self.val_t[index], self.val_noise[index],
-            labels if self.num_classes else None,
+            self.net, x0, self.val_t[index], self.val_noise[index], labels if self.num_classes else None,
         )
+        rows = index < self.bpd_images
+        if self.val_bpds is not None and rows.any():
+            self.val_bpds[index[rows]] = self.bits_per_dim(x0[rows], index[rows])
+
+    def bits_per_dim(self, x0: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """`val/bpd`'s estimate of the bound of test images `index` (x0 in model space), one column of t at a time."""
+        terms = []
+        for column in range(self.bpd_t.shape[1]):
+            t, noise = self.bpd_t[index, column], self.bpd_noise[index, column]
+            xt = self.diffusion.q_sample(x0, t, noise)
+            terms.append(self.diffusion.vlb_terms(self.net(xt, t), x0, xt, t, clip_denoised=True))
+        return self.diffusion.prior_bits_per_dim(x0) + torch.stack(terms, 1) @ self.bpd_weights
 
     def on_validation_epoch_end(self) -> None:
         losses = self.all_gather(self.val_losses)
@@ -208,6 +265,11 @@ class DiffusionModule(pl.LightningModule):
             bucket = seen & (self.val_bucket == k)
             if bucket.any():
                 self.log(f"val/loss_t{k}", losses[bucket].mean(), sync_dist=True)
+        if self.val_bpds is not None:
+            bpds = self.all_gather(self.val_bpds)
+            bpds = bpds.amax(0) if bpds.dim() == 2 else bpds
+            if (bpds >= 0).any():
+                self.log("val/bpd", bpds[bpds >= 0].mean(), sync_dist=True)
         self.last_validated_step = self.global_step
 
     def denoiser(self, labels: torch.Tensor | None = None, guidance_scale: float = 0.0) -> Denoiser:

@@ -19,7 +19,10 @@ SIGMA_SPACINGS = ("karras", "exponential", "log_snr")  # … or in σ, between t
 SPACINGS = TIME_SPACINGS + SIGMA_SPACINGS
 SOLVER_ORDERS = (2, 3)  # DPM-Solver++ 2M/3M, UniPC-2/3
 DPM_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
-VARIANCES = ("fixed_small", "fixed_large")  # ancestral sampling's σ²: β̃ or β
+FIXED_VARIANCES = ("fixed_small", "fixed_large")  # ancestral sampling's σ²: β̃ or β
+VARIANCES = ("auto", "learned") + FIXED_VARIANCES  # auto: learned for a model.learn_sigma model, else fixed_small
+LOSSES = ("simple", "hybrid", "vlb")  # L_simple, L_simple + λ·L_vlb, L_vlb (Nichol & Dhariwal 2021)
+T_SAMPLERS = ("auto", "uniform", "importance")  # how training draws t; auto: importance for loss=vlb
 DATASETS = ("mnist", "fashion_mnist")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 
@@ -136,6 +139,9 @@ CHURN = number(0)  # Karras et al.'s S_churn, S_tmin, S_tmax, S_noise
 PERCENTILE = number(0, 1, lo_open=True, hi_open=True, special=(None,))  # dynamic thresholding's p; null: off
 NFE = integer(1, special=(None,))  # network evaluations per image a setting may spend; null: use the steps
 VARIANCE = one_of(*VARIANCES)
+LOSS = one_of(*LOSSES)
+VLB_WEIGHT = number(0, lo_open=True)  # λ of L_hybrid
+T_SAMPLER = one_of(*T_SAMPLERS)
 DATASET = one_of(*DATASETS)
 ETA = number(0, 1)  # DDIM's η
 EMA_DECAY = number(0, 1, hi_open=True)
@@ -164,3 +170,17 @@ def check_terminal_snr(prediction: Any, zero_terminal_snr: bool) -> None:
     if zero_terminal_snr and prediction == "eps":
         raise ConfigError("prediction='eps': allowed values with schedule.zero_terminal_snr=true are v, x0 "
                           "(at alphas_cumprod[T-1] = 0 an ε-prediction cannot give x_0)")
+
+
+def check_loss(learn_sigma: Any, loss: Any, loss_weighting: Any) -> None:
+    """Learned variances need a loss that trains them, L_hybrid needs learned variances (its L_vlb term trains
+    only them), and the loss weighting weights L_simple, which L_vlb alone has not."""
+    if learn_sigma is True and loss == "simple":
+        raise ConfigError("model.learn_sigma=true: allowed with loss=hybrid or loss=vlb (L_simple gives the "
+                          "variances no gradient)")
+    if loss == "hybrid" and learn_sigma is not True:
+        raise ConfigError("loss=hybrid: allowed only with model.learn_sigma=true (its L_vlb term trains the "
+                          "variances alone); allowed losses for fixed variances are simple, vlb")
+    if loss == "vlb" and loss_weighting not in ("none", None):
+        raise ConfigError(f"loss_weighting={loss_weighting}: allowed with loss=vlb is none (the weighting is of "
+                          "L_simple, which loss=vlb has not)")

@@ -94,7 +94,13 @@ def test_sampling_is_reproducible_from_the_seed():
 
 
 def test_unknown_variance_is_refused():
-    with pytest.raises(ValueError, match="sampler.variance='learned'.*fixed_small, fixed_large"):
+    with pytest.raises(ValueError, match="sampler.variance='tiny'.*auto, learned, fixed_small, fixed_large"):
+        DDPMSampler(GaussianDiffusion(linear_betas(1000)), variance="tiny")
+
+
+def test_learned_variance_is_refused_for_a_fixed_variance_model():
+    with pytest.raises(ValueError, match="sampler.variance=learned: allowed only for a model trained with "
+                                         "model.learn_sigma=true.*auto, fixed_small, fixed_large"):
         DDPMSampler(GaussianDiffusion(linear_betas(1000)), variance="learned")
 
 

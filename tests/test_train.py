@@ -50,7 +50,8 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     assert all({"fid_ci", "kid_ci", "floor_fid", "nfe", "seconds_per_1k"} <= set(r) for r in quality["results"])
     assert {(p["setting"], p["against"]) for p in quality["paired"]} == {("ddim-5", "ddim-10")}  # same seeds
     assert summary["after_training"]["budget_seconds"] == 120  # auto on a CPU: 20 % of seconds, at least 2 minutes
-    assert set(summary["val_metrics"]) == {"fid@5", "kid@5", "precision@5", "recall@5", "quality_n@5"}
+    assert set(summary["val_metrics"]) == {"bpd", "fid@5", "kid@5", "precision@5", "recall@5", "quality_n@5"}
+    assert 0 < summary["val_metrics"]["bpd"] < 50  # bits per dimension: 8 is a uniform guess over 256 levels
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["T"] == 50 and ckpt["hyper_parameters"]["model"]["channels"] == 16
@@ -82,8 +83,8 @@ def test_a_run_stopped_mid_epoch_measures_quality_at_its_final_weights(tiny_data
     (run,) = run_dirs(tmp_path)
     measured = [(int(r["step"]), r["val/fid@5"] != "") for r in read_metrics(run) if r["val/loss"]]
     assert measured == [(3, False), (6, True)]  # epoch 0 (not due: every 5 epochs), then the final weights
-    assert set(json.loads((run / "summary.json").read_text())["val_metrics"]) == {"fid@5", "kid@5", "precision@5",
-                                                                                 "recall@5", "quality_n@5"}
+    assert set(json.loads((run / "summary.json").read_text())["val_metrics"]) == {
+        "bpd", "fid@5", "kid@5", "precision@5", "recall@5", "quality_n@5"}
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ class Denoiser(nn.Module):
     `guidance_scale` w > 0 also for none (the null class it learned through label dropout), and the two are
     combined as (1 + w)·f(x_t, y) − w·f(x_t, ∅) (Ho & Salimans 2022). The conversion to ε is affine in the
     output, so combining outputs is combining ε. w = 0 is plain conditional sampling; without labels a
-    conditional net is asked for the null class.
+    conditional net is asked for the null class. A `learn_sigma` net's variance output r (`outputs`) is the
+    conditional one's under guidance (as GLIDE does); `forward` gives ε alone, which is all most samplers use.
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, labels: torch.Tensor | None = None,
@@ -38,17 +39,25 @@ class Denoiser(nn.Module):
         """Network evaluations of one image per call: two with guidance (both halves in one batched call)."""
         return 2 if self.guidance_scale else 1
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def learns_sigma(self) -> bool:
+        return self.diffusion.learn_sigma
+
+    def outputs(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ε, the variance output r of a learn_sigma net, else None) at (x_t, t)."""
         w, labels = self.guidance_scale, self.labels
         if labels is None and w:
             raise ValueError("classifier-free guidance needs the classes: use for_labels(labels)")
         if labels is None:
-            output = self.net(x, t)
+            output, variance_output = self.diffusion.split_output(self.net(x, t))
         elif w == 0:
-            output = self.net(x, t, labels)
+            output, variance_output = self.diffusion.split_output(self.net(x, t, labels))
         else:  # one network call for both halves
             null = torch.full_like(labels, self.net.num_classes)
-            conditional, unconditional = self.net(torch.cat([x, x]), torch.cat([t, t]),
-                                                  torch.cat([labels, null])).chunk(2)
-            output = (1 + w) * conditional - w * unconditional
-        return self.diffusion.eps_from_output(output, x, t)
+            conditional, unconditional = (self.diffusion.split_output(half) for half in self.net(
+                torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2))
+            output, variance_output = (1 + w) * conditional[0] - w * unconditional[0], conditional[1]
+        return self.diffusion.eps_from_output(output, x, t), variance_output
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.outputs(x, t)[0]

@@ -60,7 +60,7 @@ class Attention(nn.Module):
 
 
 def check_arguments(in_channels, image_size, channels, channel_mults, num_res_blocks, attention_resolutions,
-                    dropout, norm_groups, num_classes) -> None:
+                    dropout, norm_groups, num_classes, learn_sigma=False) -> None:
     """Each of the U-Net's arguments by its rule, and the attention sizes against the feature maps it has."""
     for key, rule, value in (
         ("in_channels", rules.IMAGE_CHANNELS, in_channels), ("image_size", rules.IMAGE_SIZE, image_size),
@@ -68,7 +68,7 @@ def check_arguments(in_channels, image_size, channels, channel_mults, num_res_bl
         ("num_res_blocks", rules.RES_BLOCKS, num_res_blocks),
         ("attention_resolutions", rules.ATTENTION_RESOLUTIONS, attention_resolutions),
         ("dropout", rules.DROPOUT, dropout), ("norm_groups", rules.NORM_GROUPS, norm_groups),
-        ("num_classes", rules.NUM_CLASSES, num_classes),
+        ("num_classes", rules.NUM_CLASSES, num_classes), ("learn_sigma", rules.BOOLEAN, learn_sigma),
     ):
         rule.check(f"model.{key}", value)
     sizes = [image_size // 2**i for i in range(len(channel_mults))]
@@ -80,7 +80,8 @@ def check_arguments(in_channels, image_size, channels, channel_mults, num_res_bl
 class UNet(nn.Module):
     """ε_θ(x_t, t) (or x_0, v): `channels`·mult features per level, `num_res_blocks` blocks per level, attention
     at the feature-map sizes listed in `attention_resolutions`, skip connections from every down block; with
-    `num_classes`, conditioned on a class label (or on none: label `num_classes`)."""
+    `num_classes`, conditioned on a class label (or on none: label `num_classes`); with `learn_sigma`, twice the
+    image's channels out: the prediction, then the variance output r of `GaussianDiffusion`."""
 
     def __init__(
         self,
@@ -93,10 +94,12 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         norm_groups: int = 8,
         num_classes: int | None = None,
+        learn_sigma: bool = False,
     ):
         super().__init__()
         check_arguments(in_channels, image_size, channels, channel_mults, num_res_blocks, attention_resolutions,
-                        dropout, norm_groups, num_classes)
+                        dropout, norm_groups, num_classes, learn_sigma)
+        self.learn_sigma = learn_sigma
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
             allowed = [list(channel_mults[: n + 1]) for n in range(len(channel_mults)) if image_size % 2**n == 0]
@@ -147,7 +150,8 @@ class UNet(nn.Module):
                                              nn.Conv2d(width, width, 3, padding=1)))
                 size *= 2
 
-        self.head = nn.Sequential(nn.GroupNorm(norm_groups, width), nn.SiLU(), nn.Conv2d(width, in_channels, 3, padding=1))
+        out_channels = 2 * in_channels if learn_sigma else in_channels
+        self.head = nn.Sequential(nn.GroupNorm(norm_groups, width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 

@@ -29,6 +29,7 @@ class Sampler(ABC):
     """
 
     name: str  # the option of conf/sampler/ that builds it
+    learned_variance = False  # True: `step` takes the network's variance output too (`Denoiser.outputs`)
 
     def __init__(self, diffusion: GaussianDiffusion, steps: int | None = None, spacing: str = "trailing",
                  clip_denoised: bool = False, dynamic_threshold: float | None = None):
@@ -88,13 +89,22 @@ class Sampler(ABC):
         """Run the chain from `noise` (x at timesteps[0]) to x_0 (unclipped); `callback(i, x)` sees each new x."""
         self.reset()
         x = noise
-        for i, t in enumerate(tqdm(self.timesteps, disable=not progress, desc=type(self).__name__, leave=False)):
-            dtype = torch.long if isinstance(t, int) else x.dtype  # between trained timesteps: a float t
-            eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=dtype))
-            x = self.step(eps, i, x, generator)
+        for i in tqdm(range(len(self.timesteps)), disable=not progress, desc=type(self).__name__, leave=False):
+            x = self.advance(model, i, x, generator)
             if callback is not None:
                 callback(i, x)
         return x
+
+    def advance(self, model: nn.Module, i: int, x: torch.Tensor, generator: Noise = None) -> torch.Tensor:
+        """x at evaluation i + 1 from x at evaluation i: the model at timesteps[i] (with its variance output where
+        this sampler uses it), then `step`."""
+        t = self.timesteps[i]
+        dtype = torch.long if isinstance(t, int) else x.dtype  # between trained timesteps: a float t
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=dtype)
+        if self.learned_variance:
+            eps, variance_output = model.outputs(x, t_batch)
+            return self.step(eps, i, x, generator, variance_output)
+        return self.step(model(x, t_batch), i, x, generator)
 
     @staticmethod
     def noise_like(x: torch.Tensor, generator: Noise) -> torch.Tensor:

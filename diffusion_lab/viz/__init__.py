@@ -113,7 +113,7 @@ def one_shot_vs_iterative(net: nn.Module, diffusion: GaussianDiffusion, x0: torc
         xt = diffusion.q_sample(x0, t_batch, torch.randn(x0.shape, generator=generator, device=x0.device))
         x = xt
         for i in range(sampler.timesteps.index(t), sampler.num_steps):
-            x = sampler.step(net(x, torch.full_like(t_batch, sampler.timesteps[i])), i, x, generator)
+            x = sampler.advance(net, i, x, generator)
         x0_hat = diffusion.predict_x0_from_eps(xt, t_batch, net(xt, t_batch))
         for row, (images, label) in enumerate([(xt, "$x_t$"), (x0_hat, r"one-shot $\hat x_0$"), (x, "iterative DDPM")]):
             show(axes[row, col], images, title="" if row else f"t = {t}", ylabel="" if col else label)
