@@ -182,8 +182,8 @@ SAMPLE_RULES = COMMON_RULES | {
     "out_dir": rules.OPTIONAL_PATH,
 } | SAMPLER_RULES
 EVALUATE_RULES = COMMON_RULES | {
-    "samplers": Allowed(lambda v: is_list(v) and len(v) > 0 and all(s in SAMPLERS for s in v),
-                        f"non-empty lists of {', '.join(SAMPLERS)}"),
+    "samplers": Allowed(lambda v: is_list(v) and all(s in SAMPLERS for s in v),
+                        f"lists of {', '.join(SAMPLERS)} (empty only with nll=true)"),
     "n": rules.SCORED_COUNT,
     "real_n": rules.SCORED_COUNT,
     "resamples": rules.RESAMPLES,
@@ -198,13 +198,19 @@ EVALUATE_RULES = COMMON_RULES | {
     "inception_weights": rules.OPTIONAL_PATH,
     "feature_net.cache_dir": rules.OPTIONAL_PATH,
     "feature_net.epochs": integer(1, special=(None,)),
+    "nll": rules.BOOLEAN,
+    "nll_n": integer(1),
+    "nll_steps": integer(2, special=(None,)),  # at most T, checked once the run is read
+    "nll_variance": one_of(*rules.FIXED_VARIANCES),
+    "nll_clip_denoised": rules.BOOLEAN,
 }
 VIZ_RULES = {
     "ckpt": rules.PATH,
     "out": rules.OPTIONAL_PATH,
     "seed": integer(0),
     "steps": EVALUATE_RULES["steps"],
-    "samplers": EVALUATE_RULES["samplers"],
+    "samplers": Allowed(lambda v: is_list(v) and len(v) > 0 and all(s in SAMPLERS for s in v),
+                        f"non-empty lists of {', '.join(SAMPLERS)}"),
     "ema": rules.BOOLEAN,
     "n_seeds": rules.IMAGE_COUNT,
 }
@@ -319,6 +325,9 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     find_checkpoint(str(cfg.ckpt))
     check(cfg, EVALUATE_RULES)
     check_steps_or_nfe(cfg)
+    if not cfg.samplers and not cfg.nll:
+        raise ConfigError("samplers=[]: allowed only with nll=true (otherwise there is nothing to evaluate); "
+                          f"allowed samplers are {', '.join(SAMPLERS)}")
 
 
 def check_viz_config(cfg: DictConfig) -> None:

@@ -6,6 +6,7 @@ import os
 from functools import partial
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import rules
@@ -15,14 +16,17 @@ from diffusion_lab.cost import announced, nfe, seconds_per_evaluation, steps_for
 from diffusion_lab.data import load_split
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.files import fresh_dir, write_json_atomic
-from diffusion_lab.generation import Share, launch, prepare_sampling
+from diffusion_lab.generation import Share, eval_mode, launch, prepare_sampling
+from diffusion_lab.images import to_model_space
 from diffusion_lab.loggers import wandb_mode
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.metrics import uncertainty
+from diffusion_lab.metrics.nll import bound_chain, bound_terms, plot_terms, summary
 from diffusion_lab.metrics.measure import comparisons, log_to_wandb, measure, paired_table, results_table, setting_name
 from diffusion_lab.plotting import error_bars, figure, save
 
 log = logging.getLogger(__name__)
+NLL_BATCH = 250  # test images per network call of the bound
 
 AXES = {"steps": ("sampling steps", "steps"), "nfe": ("network evaluations per image (NFE)", "nfe"),
         "seconds": ("seconds per 1,000 images, this machine", "seconds_per_1k")}
@@ -105,17 +109,62 @@ def planned_settings(cfg: DictConfig, factories: dict, diffusion, denoisers: dic
 
 
 def evaluate_run(cfg: DictConfig) -> Path | None:
-    """Sample `cfg.n` images per sampler × step count from the same seeds, measure them against the test set,
-    and write eval.json and the plots into a new `<run>/eval/` folder; returns it (on rank 0). `cfg` is checked by
-    `config_checks.check_evaluate_config`."""
-    factories = {name: build_option("sampler", name) for name in cfg.samplers}
+    """Sample `cfg.n` images per sampler × step count from the same seeds and measure them against the test set,
+    and with `cfg.nll` take the variational bound of `cfg.nll_n` test images; write eval.json and the plots into
+    a new `<run>/eval/` folder; returns it (on rank 0). `cfg` is checked by `config_checks.check_evaluate_config`."""
     fabric = launch(cfg.accelerator, cfg.devices)
     module, run_cfg, run_dir = load_run(cfg.ckpt, ema=cfg.ema)
     module.to(fabric.device)
+    if cfg.nll and cfg.nll_steps is not None:  # before any sampling, which may take hours
+        rules.check_step_counts("nll_steps", cfg.nll_steps, module.diffusion.num_timesteps)
+    data_dir = cfg.data_dir or local_data_dir(run_cfg.dataset.data_dir)
+    quality = sample_quality(cfg, module, run_cfg, data_dir, fabric) if cfg.samplers else None
+    nll = likelihood(cfg, module, run_cfg, data_dir, fabric) if cfg.nll else None
+    if not fabric.is_global_zero:
+        return None
+    out = fresh_dir(run_dir / "eval")
+    record = {"ckpt": str(cfg.ckpt), "run_name": run_cfg.get("run_name"), "T": module.diffusion.num_timesteps,
+              "ema": cfg.ema, "seed": cfg.seed, "world_size": fabric.world_size}
+    results, paired = [], []
+    if quality is not None:
+        results, paired, metrics, factories = quality
+        record |= {
+            "real_n": len(metrics.real_features), "feature_net": metrics.record,
+            "feature_space": f"penultimate layer of a {run_cfg.dataset.name} classifier (not Inception-v3)",
+            "inception_weights": cfg.inception_weights,
+            "samplers": {name: OmegaConf.to_container(option_config("sampler", name)) for name in factories},
+            "results": results, "paired": paired,
+        }
+    if nll is not None:
+        record["nll"] = nll
+    write_json_atomic(out / "eval.json", record)
+    if nll is not None:
+        save(plot_terms(nll), out / "nll_terms.png")
+        log.info("variational bound: %.4f bits/dim [%.4f, %.4f] over %d test images (%d terms; prior %.2g, "
+                 "decoder %.4f, KL terms %.4f)", nll["bpd"], *nll["bpd_ci"], nll["n"], nll["steps"],
+                 nll["terms"]["prior"]["bpd"], nll["terms"]["decoder"]["bpd"], nll["terms"]["kl"]["bpd"])
+    if results:
+        report_quality(cfg, results, paired, out)
+    if cfg.wandb:
+        import wandb  # only when the results go to W&B: importing it takes seconds
+
+        with wandb.init(project=cfg.wandb_project, name=f"{run_cfg.get('run_name')}-eval", job_type="eval",
+                        group=run_cfg.get("run_name"), dir=out, mode=wandb_mode(),
+                        config=OmegaConf.to_container(cfg)) as run:
+            log_to_wandb(run, results, paired=paired)
+            if nll is not None:
+                run.summary.update({"nll/bpd": nll["bpd"], **{f"nll/{k}": v["bpd"] for k, v in nll["terms"].items()}})
+    log.info("-> %s", out)
+    return out
+
+
+def sample_quality(cfg: DictConfig, module, run_cfg: DictConfig, data_dir: str, fabric):
+    """(results, paired differences, the QualityMetrics, the sampler factories) of every planned setting, the same
+    `cfg.n` seeds in each; results and differences only on rank 0."""
+    factories = {name: build_option("sampler", name) for name in cfg.samplers}
     T = module.diffusion.num_timesteps
     if cfg.nfe is None:
         rules.check_step_counts("steps", cfg.steps, T)
-    data_dir = cfg.data_dir or local_data_dir(run_cfg.dataset.data_dir)
     with fabric.rank_zero_first():  # rank 0 trains and caches the feature net and the real features when missing
         metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, data_dir, cfg.real_n, cfg.feature_net.cache_dir,
                                              cfg.feature_net.epochs, device=fabric.device, resamples=cfg.resamples)
@@ -147,25 +196,19 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
             statistics[setting_name(result)] = statistics_of_setting
             log.info("%-24s %5d steps (NFE %d), w=%g: FID %8.3f  %.1f s", sampler.label, sampler.num_steps,
                      per_image, w, result["fid"], result["seconds"])
-    if not fabric.is_global_zero:
-        return None
     paired = []
-    if cfg.resamples:
+    if cfg.resamples and fabric.is_global_zero:
         log.info("bootstrap: %d replicates of %d settings, with their paired differences", cfg.resamples,
                  len(statistics))
         cis, paired = uncertainty.bootstrap(statistics, len(metrics.real_features), cfg.n, cfg.resamples,
                                             pairs=comparisons(results))
         for result in results:
             result |= cis[setting_name(result)]
-    out = fresh_dir(run_dir / "eval")
-    write_json_atomic(out / "eval.json", {
-        "ckpt": str(cfg.ckpt), "run_name": run_cfg.get("run_name"), "T": T, "ema": cfg.ema, "seed": cfg.seed,
-        "world_size": fabric.world_size, "real_n": len(metrics.real_features), "feature_net": metrics.record,
-        "feature_space": f"penultimate layer of a {run_cfg.dataset.name} classifier (not Inception-v3)",
-        "inception_weights": cfg.inception_weights,
-        "samplers": {name: OmegaConf.to_container(option_config("sampler", name)) for name in factories},
-        "results": results, "paired": paired,
-    })
+    return results, paired, metrics, factories
+
+
+def report_quality(cfg: DictConfig, results: list[dict], paired: list[dict], out: Path) -> None:
+    """The plots of the sample-quality results into `out`, and their tables on the console."""
     unguided = [r for r in results if r.get("guidance_scale", 0) == cfg.guidance_scales[0]]
     for key, axis in (("fid", "steps"), ("kid_mean", "steps"), ("fid", "nfe"), ("fid", "seconds")):
         save(plot_against(unguided, key, axis), out / f"{key}_vs_{axis}.png")
@@ -176,12 +219,29 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if paired:
         print(f"\npaired differences (the same {cfg.n} seeds; * the 95 % interval excludes 0):")
         print(paired_table(paired))
-    if cfg.wandb:
-        import wandb  # only when the results go to W&B: importing it takes seconds
 
-        with wandb.init(project=cfg.wandb_project, name=f"{run_cfg.get('run_name')}-eval", job_type="eval",
-                        group=run_cfg.get("run_name"), dir=out, mode=wandb_mode(),
-                        config=OmegaConf.to_container(cfg)) as run:
-            log_to_wandb(run, results, paired=paired)
-    log.info("-> %s", out)
-    return out
+
+def likelihood(cfg: DictConfig, module, run_cfg: DictConfig, data_dir: str, fabric) -> dict | None:
+    """The variational bound of the first `cfg.nll_n` test images (`metrics.nll`), split over the processes;
+    the summary on rank 0."""
+    chain = bound_chain(module.diffusion, cfg.nll_steps)
+    images, _ = load_split(run_cfg.dataset.name, data_dir, train=False, download=False)
+    if cfg.nll_n > len(images):
+        raise ConfigError(f"nll_n={cfg.nll_n}: allowed values are 1..{len(images)} (the test split's size)")
+    share = Share(cfg.nll_n, fabric.global_rank, fabric.world_size)
+    indices = range(share.first, share.first + share.per_rank)
+    x0 = to_model_space(images[share.first: share.first + share.per_rank]).to(fabric.device)
+    evaluations = cfg.nll_n * chain.num_timesteps
+    per_eval = seconds_per_evaluation(module.denoiser(), module.image_shape, fabric.device, min(len(x0), 64) or 1)
+    terms, priors = [], []
+    with announced(f"variational bound ({cfg.nll_n} test images × {chain.num_timesteps} terms)", evaluations,
+                   per_eval, enabled=fabric.is_global_zero) as bar, eval_mode(module):
+        for start in range(0, len(x0), NLL_BATCH):
+            batch = slice(start, start + NLL_BATCH)
+            got = bound_terms(module.net, chain, x0[batch], indices[batch], cfg.seed, cfg.nll_clip_denoised,
+                              cfg.nll_variance, on_term=lambda b: bar.update(b * fabric.world_size))
+            terms.append(got[0])
+            priors.append(got[1])
+    terms, priors = share.gather(torch.cat(terms), fabric.all_gather), share.gather(torch.cat(priors), fabric.all_gather)
+    return summary(terms.cpu(), priors.cpu(), chain, cfg.nll_clip_denoised, cfg.nll_variance) \
+        if fabric.is_global_zero else None

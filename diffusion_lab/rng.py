@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 # Purposes, the second entry of a key, so that streams of different uses never coincide.
-TRAIN_ORDER, TRAIN_NOISE, IMAGE_NOISE = 101, 102, 103
+TRAIN_ORDER, TRAIN_NOISE, IMAGE_NOISE, NLL_NOISE = 101, 102, 103, 104
 
 
 def seeded_generator(*key: int, device="cpu") -> torch.Generator:
@@ -21,10 +21,11 @@ class ImageNoise:
     """One noise stream per generated image, keyed (seed, IMAGE_NOISE, image index): every draw gives each image
     of a batch the next normal numbers of its own stream. An image's starting noise and its per-step noise are
     then the same whatever batch it is drawn in, whichever process draws it and whatever was drawn before, so
-    settings evaluated on the same seed compare image by image. Samplers take it in place of a generator."""
+    settings evaluated on the same seed compare image by image. Samplers take it in place of a generator.
+    `purpose` keys another family of streams (NLL_NOISE: the noise of a test image's bound terms)."""
 
-    def __init__(self, seed: int, indices: Iterable[int], device="cpu"):
-        self.generators = [seeded_generator(seed, IMAGE_NOISE, int(i), device=device) for i in indices]
+    def __init__(self, seed: int, indices: Iterable[int], device="cpu", purpose: int = IMAGE_NOISE):
+        self.generators = [seeded_generator(seed, purpose, int(i), device=device) for i in indices]
 
     def randn(self, image_shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A batch (one row per image) of standard normal noise of `image_shape`."""

@@ -1,6 +1,7 @@
 """evaluate.py end to end on a tiny run: every sampler × step count measured, written, plotted, never overwritten."""
 
 import json
+import shutil
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_two_processes_split_the_sampling_and_score_exactly_n(tiny_run, tiny_dat
     (out,) = [p for p in tiny_run.glob("eval*") if json.loads((p / "eval.json").read_text())["world_size"] == 2]
     (row,) = json.loads((out / "eval.json").read_text())["results"]
     assert row["n"] == 9 and not list(out.glob("wandb"))
+
+
+def test_evaluate_nll_writes_the_bound_with_its_terms_and_interval(tiny_run, tiny_data, tmp_path, run_in_process):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "checkpoints", run / "checkpoints")  # its own eval folder, beside no other test's
+    result = run_in_process(evaluate_main, f"ckpt={run}", "samplers=[]", "nll=true", "nll_n=6", "nll_steps=10",
+                            "wandb=false", f"data_dir={tiny_data}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "eval" / "eval.json").read_text())
+    nll = report["nll"]
+    assert "results" not in report and nll["n"] == 6 and nll["steps"] == 10 and nll["variance"] == "fixed_small"
+    assert nll["bpd_ci"][0] < nll["bpd"] < nll["bpd_ci"][1] and 0 < nll["bpd"] < 50
+    assert sum(nll["terms"][k]["bpd"] for k in ("prior", "decoder", "kl")) == pytest.approx(nll["bpd"])
+    assert nll["per_t"]["t"] == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49] and len(nll["per_t"]["bpd"]) == 10
+    assert (run / "eval" / "nll_terms.png").stat().st_size > 0
+    assert "variational bound:" in result.stdout and "bits/dim" in result.stdout

@@ -161,3 +161,26 @@ def test_a_non_finite_loss_is_caught_now_on_the_host_and_before_the_next_checkpo
     module.watch_finite(torch.tensor(float("inf")), on_host=False)  # no error yet: nothing was read
     with pytest.raises(TrainingError, match="is not finite in the batch after optimizer step 0"):
         module.on_save_checkpoint({})
+
+
+# At T = 4 the importance sampler is warm once every t has 10 losses (40 samples, step 5 of batches of 8): the
+# steps after the crash at 8 draw t from the loss history that the checkpoint at step 6 had to carry.
+IMPORTANCE = ["schedule=cosine", "T=4", "quality.steps=4", "model.learn_sigma=true", "loss=vlb"]
+
+
+@pytest.mark.slow
+def test_a_run_with_importance_sampled_timesteps_resumes_bit_identical(tiny_data, tmp_path):
+    env = {"PYTHONPATH": str(ROOT / "tests")}
+    whole = run_cli("train.py", *RESUMABLE, *IMPORTANCE, f"paths.log_dir={tmp_path / 'whole'}", data=tiny_data)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run_cli("train.py", *RESUMABLE, *IMPORTANCE, *CRASH_AT_8, f"paths.log_dir={tmp_path / 'killed'}",
+                     data=tiny_data, env=env)
+    assert killed.returncode == -9
+    run = the_run(tmp_path / "killed")
+    resumed = run_cli("train.py", f"resume={run}", "~callbacks.crash", data=tiny_data, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = the_run(tmp_path / "whole")
+    assert_resumed_exactly(reference, run)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["current_model_state"]
+    assert state["timestep_sampler.loss_counts"].tolist() == [10] * 4  # warm: the history was in use
+    assert any(r["val/bpd"] for r in metrics_rows(run))

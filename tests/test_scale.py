@@ -41,12 +41,18 @@ def grid_tiles(path, n: int = 4, size: int = 28, pad: int = 2) -> np.ndarray:
     return np.stack([pixels[pad + (k // cols) * step:][:size, pad + (k % cols) * step:][:, :size] for k in range(n)])
 
 
+# T = 4 with loss=vlb: the importance sampler is warm after 40 samples, so steps 3 and 4 draw t from the loss
+# history, which each rank must keep for the whole global batch to draw what one process draws.
+IMPORTANCE = ("schedule=cosine", "T=4", "sampling.steps=[4]", "model.learn_sigma=true", "loss=vlb")
+
+
 @pytest.mark.slow
-def test_ddp_trains_exactly_as_one_process_with_the_global_batch(tiny_data, tmp_path):
+@pytest.mark.parametrize("extra", [(), IMPORTANCE], ids=["uniform_t", "importance_sampled_t"])
+def test_ddp_trains_exactly_as_one_process_with_the_global_batch(tiny_data, tmp_path, extra):
     _, single, single_val, single_weights = train_run(tmp_path, tiny_data, "single", "trainer=cpu",
-                                                      "dataset.batch_size=16")
+                                                      "dataset.batch_size=16", *extra)
     run, ddp, ddp_val, ddp_weights = train_run(tmp_path, tiny_data, "ddp", "trainer=ddp", "trainer.accelerator=cpu",
-                                               "trainer.devices=2", "dataset.batch_size=8")
+                                               "trainer.devices=2", "dataset.batch_size=8", *extra)
     # Same global batches, same (t, ε) per image, gradients averaged over the same 16 images: only the order of
     # float additions differs. Tolerance: 1e-5 relative on the loss of each of the 4 steps, 1e-6 on the weights.
     assert len(single) == len(ddp) == 4
@@ -54,10 +60,14 @@ def test_ddp_trains_exactly_as_one_process_with_the_global_batch(tiny_data, tmp_
     for name, weight in single_weights.items():
         if name.startswith("net."):  # not the epoch-mean metric's state, which each rank keeps for its share
             torch.testing.assert_close(ddp_weights[name], weight, rtol=0, atol=1e-6)
+    if extra:
+        assert single_weights["timestep_sampler.loss_counts"].tolist() == [10] * 4
+        torch.testing.assert_close(ddp_weights["timestep_sampler.loss_history"],
+                                   single_weights["timestep_sampler.loss_history"], rtol=1e-5, atol=1e-7)
     # The 37 validation images are split 19/18 without padding, so the gathered mean is the same mean.
     assert ddp_val == pytest.approx(single_val, rel=1e-6)
     # The final grid gathers 2 images from each rank, each from its own noise stream: all 4 differ.
-    tiles = grid_tiles(run / "samples" / "final_ddim-5.png")
+    tiles = grid_tiles(run / "samples" / f"final_ddim-{4 if extra else 5}.png")
     assert len(np.unique(tiles.reshape(4, -1), axis=0)) == 4
 
 
