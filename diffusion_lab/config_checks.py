@@ -203,6 +203,9 @@ EVALUATE_RULES = COMMON_RULES | {
     "nll_steps": integer(2, special=(None,)),  # at most T, checked once the run is read
     "nll_variance": one_of(*rules.FIXED_VARIANCES),
     "nll_clip_denoised": rules.BOOLEAN,
+    "nll_ode": rules.BOOLEAN,
+    "nll_ode_n": integer(1),
+    "nll_ode_tolerance": number(0, 0.1, lo_open=True),
 }
 VIZ_RULES = {
     "ckpt": rules.PATH,
@@ -325,6 +328,8 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     find_checkpoint(str(cfg.ckpt))
     check(cfg, EVALUATE_RULES)
     check_steps_or_nfe(cfg)
+    if cfg.nll_ode and not cfg.nll:
+        raise ConfigError("nll_ode=true: allowed only with nll=true (the ODE likelihood is reported beside the bound)")
     if not cfg.samplers and not cfg.nll:
         raise ConfigError("samplers=[]: allowed only with nll=true (otherwise there is nothing to evaluate); "
                           f"allowed samplers are {', '.join(SAMPLERS)}")

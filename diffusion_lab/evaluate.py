@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from diffusion_lab import rules
 from diffusion_lab.checkpoints import load_run
@@ -21,12 +22,14 @@ from diffusion_lab.images import to_model_space
 from diffusion_lab.loggers import wandb_mode
 from diffusion_lab.metrics import InceptionFID, QualityMetrics
 from diffusion_lab.metrics import uncertainty
-from diffusion_lab.metrics.nll import bound_chain, bound_terms, plot_terms, summary
+from diffusion_lab.metrics.nll import (bound_chain, bound_terms, ode_inputs, ode_log_likelihood, ode_summary,
+                                       plot_terms, summary)
 from diffusion_lab.metrics.measure import comparisons, log_to_wandb, measure, paired_table, results_table, setting_name
 from diffusion_lab.plotting import error_bars, figure, save
 
 log = logging.getLogger(__name__)
 NLL_BATCH = 250  # test images per network call of the bound
+ODE_BATCH = 50  # test images integrated together by the ODE solver (one step size for all of them)
 
 AXES = {"steps": ("sampling steps", "steps"), "nfe": ("network evaluations per image (NFE)", "nfe"),
         "seconds": ("seconds per 1,000 images, this machine", "seconds_per_1k")}
@@ -143,6 +146,10 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
         log.info("variational bound: %.4f bits/dim [%.4f, %.4f] over %d test images (%d terms; prior %.2g, "
                  "decoder %.4f, KL terms %.4f)", nll["bpd"], *nll["bpd_ci"], nll["n"], nll["steps"],
                  nll["terms"]["prior"]["bpd"], nll["terms"]["decoder"]["bpd"], nll["terms"]["kl"]["bpd"])
+        if "ode" in nll:
+            log.info("probability-flow ODE: %.4f bits/dim [%.4f, %.4f] over %d dequantized test images (%d "
+                     "evaluations)", nll["ode"]["bpd"], *nll["ode"]["bpd_ci"], nll["ode"]["n"],
+                     nll["ode"]["network_evaluations"])
     if results:
         report_quality(cfg, results, paired, out)
     if cfg.wandb:
@@ -243,5 +250,31 @@ def likelihood(cfg: DictConfig, module, run_cfg: DictConfig, data_dir: str, fabr
             terms.append(got[0])
             priors.append(got[1])
     terms, priors = share.gather(torch.cat(terms), fabric.all_gather), share.gather(torch.cat(priors), fabric.all_gather)
-    return summary(terms.cpu(), priors.cpu(), chain, cfg.nll_clip_denoised, cfg.nll_variance) \
-        if fabric.is_global_zero else None
+    ode = ode_likelihood(cfg, module, images, fabric) if cfg.nll_ode else None
+    if not fabric.is_global_zero:
+        return None
+    result = summary(terms.cpu(), priors.cpu(), chain, cfg.nll_clip_denoised, cfg.nll_variance)
+    if ode is not None:
+        result["ode"] = ode
+    return result
+
+
+def ode_likelihood(cfg: DictConfig, module, images, fabric) -> dict:
+    """The probability-flow ODE's bits per dimension of the first `cfg.nll_ode_n` test images, dequantized
+    (`metrics.nll.ode_log_likelihood`), split over the processes."""
+    share = Share(cfg.nll_ode_n, fabric.global_rank, fabric.world_size)
+    indices = range(share.first, share.first + share.per_rank)
+    x, probes = ode_inputs(images[share.first: share.first + share.per_rank], indices, cfg.seed)
+    log_likelihoods, evaluations = [], 0
+    log.info("probability-flow ODE likelihood of %d test images (RK45 at tolerance %g; each evaluation also "
+             "takes a backward pass)", cfg.nll_ode_n, cfg.nll_ode_tolerance)
+    with eval_mode(module):
+        for start in tqdm(range(0, len(x), ODE_BATCH), desc="ODE likelihood", disable=not fabric.is_global_zero,
+                          leave=False):
+            batch = slice(start, start + ODE_BATCH)
+            log_p, spent = ode_log_likelihood(module.denoiser(), module.diffusion, x[batch].to(fabric.device),
+                                              probes[batch].to(fabric.device), cfg.nll_ode_tolerance)
+            log_likelihoods.append(log_p)
+            evaluations += spent
+    log_likelihoods = share.gather(torch.cat(log_likelihoods).to(fabric.device), fabric.all_gather).cpu()
+    return ode_summary(log_likelihoods, images[0].numel(), evaluations, cfg.nll_ode_tolerance)

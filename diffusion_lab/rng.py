@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 # Purposes, the second entry of a key, so that streams of different uses never coincide.
-TRAIN_ORDER, TRAIN_NOISE, IMAGE_NOISE, NLL_NOISE = 101, 102, 103, 104
+TRAIN_ORDER, TRAIN_NOISE, IMAGE_NOISE, NLL_NOISE, ODE_NOISE = 101, 102, 103, 104, 105
 
 
 def seeded_generator(*key: int, device="cpu") -> torch.Generator:
@@ -22,7 +22,8 @@ class ImageNoise:
     of a batch the next normal numbers of its own stream. An image's starting noise and its per-step noise are
     then the same whatever batch it is drawn in, whichever process draws it and whatever was drawn before, so
     settings evaluated on the same seed compare image by image. Samplers take it in place of a generator.
-    `purpose` keys another family of streams (NLL_NOISE: the noise of a test image's bound terms)."""
+    `purpose` keys another family of streams (NLL_NOISE: the noise of a test image's bound terms; ODE_NOISE:
+    its dequantization and trace probe)."""
 
     def __init__(self, seed: int, indices: Iterable[int], device="cpu", purpose: int = IMAGE_NOISE):
         self.generators = [seeded_generator(seed, purpose, int(i), device=device) for i in indices]

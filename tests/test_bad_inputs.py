@@ -97,6 +97,7 @@ CASES = [
     ("evaluate.py", ["ckpt={run}", "samplers=[plms]"], ["samplers", f"allowed values are lists of {ALL_SAMPLERS}"]),
     ("evaluate.py", ["ckpt={run}", "samplers=[]"], ["samplers=[]: allowed only with nll=true"]),
     ("evaluate.py", ["ckpt={run}", "nll=true", "nll_steps=80"], ["nll_steps=80", "integers 1..T=50"]),
+    ("evaluate.py", ["ckpt={run}", "nll_ode=true"], ["nll_ode=true: allowed only with nll=true"]),
     ("evaluate.py", ["ckpt={run}", "nll_variance=learned"], ["nll_variance='learned'", "fixed_small, fixed_large"]),
     ("sample.py", ["ckpt={run}", "sampler=ddpm", "sampler.variance=learned"],
      ["sampler.variance=learned: allowed only for a model trained with model.learn_sigma=true"]),

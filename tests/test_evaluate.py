@@ -82,7 +82,8 @@ def test_evaluate_nll_writes_the_bound_with_its_terms_and_interval(tiny_run, tin
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "checkpoints", run / "checkpoints")  # its own eval folder, beside no other test's
     result = run_in_process(evaluate_main, f"ckpt={run}", "samplers=[]", "nll=true", "nll_n=6", "nll_steps=10",
-                            "wandb=false", f"data_dir={tiny_data}")
+                            "nll_ode=true", "nll_ode_n=2", "nll_ode_tolerance=1e-3", "wandb=false",
+                            f"data_dir={tiny_data}")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((run / "eval" / "eval.json").read_text())
     nll = report["nll"]
@@ -90,5 +91,7 @@ def test_evaluate_nll_writes_the_bound_with_its_terms_and_interval(tiny_run, tin
     assert nll["bpd_ci"][0] < nll["bpd"] < nll["bpd_ci"][1] and 0 < nll["bpd"] < 50
     assert sum(nll["terms"][k]["bpd"] for k in ("prior", "decoder", "kl")) == pytest.approx(nll["bpd"])
     assert nll["per_t"]["t"] == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49] and len(nll["per_t"]["bpd"]) == 10
+    ode = nll["ode"]  # the probability-flow ODE on 2 dequantized images
+    assert ode["n"] == 2 and ode["network_evaluations"] > 0 and ode["bpd_ci"][0] < ode["bpd"] < ode["bpd_ci"][1]
     assert (run / "eval" / "nll_terms.png").stat().st_size > 0
     assert "variational bound:" in result.stdout and "bits/dim" in result.stdout
