@@ -45,3 +45,12 @@ def test_bench_quality_trains_and_scores_both_sides_and_exports_ours(tiny_data, 
     assert report["fid_ratio"] == pytest.approx(report["ours"]["fid"] / report["diffusers"]["fid"], abs=1e-4)
     assert report["floor_fid"] > 0
     assert read_checkpoint(tmp_path / "model" / "checkpoints" / "last.ckpt")["hyper_parameters"]["prediction"] == "v"
+
+
+def test_bench_losses_times_every_loss_side_by_side():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_losses.py"), "--batch", "2", "--steps", "1",
+                             "--rounds", "1"], cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert set(report["images_per_second"]) == {"simple", "hybrid", "vlb"} and report["ratio_to_simple"]["simple"] == 1
+    assert all(v > 0 for v in report["images_per_second"].values())

@@ -301,3 +301,17 @@ def test_ode_inputs_lie_in_their_bins_and_repeat_for_the_same_image():
     x2, probes2 = ode_inputs(images[2:], range(2, 4), seed=0)
     torch.testing.assert_close(x[2:], x2)
     torch.testing.assert_close(probes[2:], probes2)
+
+
+def test_under_guidance_the_learned_variance_is_the_conditional_ones():
+    diffusion = GaussianDiffusion(linear_betas(100), learn_sigma=True, loss="hybrid")
+    net = UNet(channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(), num_classes=10,
+               learn_sigma=True).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.05)
+    x, t, labels = torch.randn(3, 1, 28, 28), torch.tensor([10, 50, 90]), torch.tensor([1, 4, 7])
+    eps, variance_output = Denoiser(net, diffusion, labels, guidance_scale=2.0).outputs(x, t)
+    with torch.no_grad():
+        conditional, unconditional = net(x, t, labels), net(x, t, torch.full_like(labels, 10))
+    torch.testing.assert_close(variance_output, conditional[:, 1:])
+    expected = diffusion.eps_from_output(3 * conditional[:, :1] - 2 * unconditional[:, :1], x, t)
+    torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)
