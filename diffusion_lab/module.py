@@ -58,8 +58,9 @@ class DiffusionModule(pl.LightningModule):
     over {0..T−1}, so `val/loss` and its ten t-buckets `val/loss_t{k}` (t/T in [k/10, (k+1)/10))
     are comparable across epochs and runs with the same seed. `val/bpd` (every `val_bpd.every_n_epochs`
     epochs) is the variational bound of the first `val_bpd.images` test images in bits per dimension, estimated
-    as L_T + L_0 + (T−1)/k·Σ_j L_{t_j} over k = `val_bpd.timesteps` t_j stratified over {1..T−1}, each image's
-    t_j and noise fixed: unbiased, on one scale for every T.
+    as L_T + L_0 + Σ_j w_j·L_{t_j} over k = `val_bpd.timesteps` t_j, one from each of k geometric strata of
+    {1..T−1} of widths w_j (`setup_val_bpd`), each image's t_j and noise fixed: unbiased, on one scale for
+    every T.
     """
 
     # Device types whose values the host reads without waiting: their progress bar shows every step's loss, and
@@ -119,19 +120,25 @@ class DiffusionModule(pl.LightningModule):
         self.restored_rng_states: dict | None = None
 
     def setup_val_bpd(self, images: int, T: int, generator: torch.Generator) -> None:
-        """Fix the t and the noise of `val/bpd`: column 0 is L_0 (t = 0), the other k columns are t stratified over
-        {1..T−1}, weighted (T−1)/k; as buffers, not saved (they follow from the seed)."""
+        """Fix the t and the noise of `val/bpd`: column 0 is L_0 (t = 0), the others one t from each of k strata
+        of {1..T−1} as wide as a geometric progression from 1 to T makes them (t = 1 alone, then 2..3, 4..7, …),
+        weighted by its stratum's width: unbiased, and exact where the terms are large and change fastest (the
+        first, which uniform strata of ~T/k would hit rarely and weight by T/k). Buffers, not saved (they follow
+        from the seed)."""
         for key, rule in (("images", rules.integer(0)), ("timesteps", rules.integer(1)),
                           ("every_n_epochs", rules.EVERY_N_EPOCHS)):
             rule.check(f"module.val_bpd.{key}", self.val_bpd[key])
         self.bpd_images = images if T > 1 else 0
-        k = min(self.val_bpd["timesteps"], T - 1)
-        strata = 1 + ((torch.arange(k) + torch.rand(images, k, generator=generator)) * (T - 1) / max(k, 1)).long()
+        edges = torch.logspace(0, math.log10(max(T, 2)), self.val_bpd["timesteps"] + 1, dtype=torch.float64)
+        edges = torch.unique(torch.cat([torch.tensor([1, T]), edges.round().long().clamp(1, T)]))
+        widths = edges.diff()
+        strata = edges[:-1] + (torch.rand(images, len(widths), generator=generator, dtype=torch.float64)
+                               * widths).long()
         self.register_buffer("bpd_t", torch.cat([torch.zeros(images, 1, dtype=torch.long), strata], 1),
                              persistent=False)
-        self.register_buffer("bpd_noise", torch.randn(images, k + 1, *self.image_shape, generator=generator),
+        self.register_buffer("bpd_noise", torch.randn(images, len(widths) + 1, *self.image_shape, generator=generator),
                              persistent=False)
-        self.register_buffer("bpd_weights", torch.tensor([1.0] + [(T - 1) / max(k, 1)] * k), persistent=False)
+        self.register_buffer("bpd_weights", torch.cat([torch.ones(1), widths.float()]), persistent=False)
         self.val_bpds: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:

@@ -15,6 +15,7 @@ from diffusion_lab.diffusion.timesteps import HISTORY, TimestepSampler
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.metrics.nll import bound_chain, bound_terms, ode_inputs, ode_log_likelihood, summary
 from diffusion_lab.models import UNet
+from diffusion_lab.module import DiffusionModule
 from diffusion_lab.sampling import DDPMSampler
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 8-bit values in model space
@@ -315,3 +316,17 @@ def test_under_guidance_the_learned_variance_is_the_conditional_ones():
     torch.testing.assert_close(variance_output, conditional[:, 1:])
     expected = diffusion.eps_from_output(3 * conditional[:, :1] - 2 * unconditional[:, :1], x, t)
     torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("T", [1000, 200, 50, 4])
+def test_val_bpd_strata_cover_every_t_once_weighted_by_their_width(T):
+    """Column 0 is L_0; the strata partition {1..T−1} with t = 1 alone, so Σ_j w_j·L_{t_j} is unbiased for Σ L_t."""
+    net = UNet(channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=())
+    module = DiffusionModule(net, GaussianDiffusion(cosine_betas(T)), optimizer=None, val_size=64)
+    assert bool((module.bpd_t[:, 0] == 0).all()) and module.bpd_weights[0] == 1
+    widths = module.bpd_weights[1:].long()
+    starts = torch.cat([torch.ones(1, dtype=torch.long), 1 + widths.cumsum(0)[:-1]])
+    assert int(widths.sum()) == T - 1 and int(widths[0]) == 1
+    t = module.bpd_t[:, 1:]
+    assert bool(((t >= starts) & (t < starts + widths)).all())
+    assert len(module.bpd_t.unique()) > module.bpd_t.shape[1] or T <= 4  # t varies over images within a stratum
