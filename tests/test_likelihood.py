@@ -330,3 +330,10 @@ def test_val_bpd_strata_cover_every_t_once_weighted_by_their_width(T):
     t = module.bpd_t[:, 1:]
     assert bool(((t >= starts) & (t < starts + widths)).all())
     assert len(module.bpd_t.unique()) > module.bpd_t.shape[1] or T <= 4  # t varies over images within a stratum
+
+
+def test_a_pinned_variance_is_named_by_its_preset():
+    learned = GaussianDiffusion(linear_betas(100), learn_sigma=True, loss="hybrid")
+    assert [DDPMSampler(learned, 10, variance=v).label for v in ("auto", "learned", "fixed_small", "fixed_large")] == [
+        "ddpm", "ddpm", "ddpm_fixed_small", "ddpm_fixed_large"]
+    assert DDPMSampler(learned, 10).learned_variance and not DDPMSampler(learned, 10, variance="fixed_small").learned_variance

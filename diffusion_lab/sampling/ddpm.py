@@ -30,6 +30,7 @@ class DDPMSampler(Sampler):
         if variance == "learned" and not diffusion.learn_sigma:
             raise ConfigError("sampler.variance=learned: allowed only for a model trained with model.learn_sigma="
                               "true; this one has fixed variances (allowed: auto, fixed_small, fixed_large)")
+        self.requested_variance = variance
         if variance == "auto":
             variance = "learned" if diffusion.learn_sigma else "fixed_small"
         super().__init__(diffusion, steps, spacing, clip_denoised, dynamic_threshold)
@@ -44,6 +45,11 @@ class DDPMSampler(Sampler):
             self.coef_xt.append(math.sqrt(1 - beta) * (1 - a_prev) / (1 - a))
             self.noise_stds.append(0.0 if last else math.sqrt(posterior_variance if variance == "fixed_small" else beta))
             self.log_variance_bounds.append((math.log(beta), math.log(posterior_variance) if not last else None))
+
+    @property
+    def variant(self) -> str:
+        """ddpm, or the preset of a variance pinned whatever the model learned (ddpm_fixed_small, ddpm_fixed_large)."""
+        return f"ddpm_{self.requested_variance}" if self.requested_variance in rules.FIXED_VARIANCES else self.name
 
     def step(self, eps, i, x, generator=None, variance_output=None):
         mean = self.coef_x0[i] * self.predict_x0(eps, i, x) + self.coef_xt[i] * x
