@@ -132,7 +132,8 @@ def ode_inputs(images: torch.Tensor, indices, seed: int) -> tuple[torch.Tensor, 
 
 def ode_summary(log_likelihoods: torch.Tensor, size: int, evaluations: int, tolerance: float) -> dict:
     """eval.json's `nll.ode`: bits per dimension of the dequantized 8-bit images, −log p/(D·ln 2) + 7, with its
-    interval."""
+    interval; `network_evaluations` counts the solver's calls summed over its batches (each call evaluates every
+    image of its batch, with a backward pass)."""
     bpd, bpd_ci = mean_interval(-log_likelihoods / (size * math.log(2)) + DEQUANTIZED_OFFSET)
     return {"bpd": bpd, "bpd_ci": bpd_ci, "n": len(log_likelihoods), "network_evaluations": evaluations,
             "tolerance": tolerance, "dequantization": "uniform", "trace_estimator": "Hutchinson, Rademacher"}

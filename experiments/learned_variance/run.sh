@@ -4,7 +4,8 @@
 # σ² = β̃ and L_simple, once with model.learn_sigma=true and L_hybrid. Then each is scored: respaced DDPM at 25, 50
 # and 100 steps with its own variances (ddpm) and with them pinned to β̃ and β (ddpm_fixed_small, _large), n =
 # 1,000 on the same seeds, and the variational bound over all 1,000 terms on the first 300 MNIST test images.
-# About 15 + 15 minutes of training and 2 × 20 minutes of evaluation on 2 CPU cores.
+# Then the bound of the 50-step chain and the probability-flow ODE likelihood (200 images). About 15 + 15 minutes
+# of training and 2 × 25 minutes of evaluation on 2 CPU cores.
 #   bash experiments/learned_variance/run.sh [train|evaluate|export|all]   (from the repository root)
 set -euo pipefail
 out=${OUT:-outputs/learned_variance}
@@ -24,6 +25,8 @@ if [[ $stage == evaluate || $stage == all ]]; then
   for kind in "${kinds[@]}"; do
     python evaluate.py ckpt=$out/$kind samplers=[ddpm,ddpm_fixed_small,ddpm_fixed_large] steps=[25,50,100] n=1000 \
       nll=true nll_n=300 wandb=false
+    # the bound of the 50-step respaced chain, and the probability-flow ODE likelihood of 200 dequantized images
+    python evaluate.py ckpt=$out/$kind samplers=[] nll=true nll_n=300 nll_steps=50 nll_ode=true nll_ode_n=200 wandb=false
   done
 fi
 if [[ $stage == export || $stage == all ]]; then  # the EMA weights, summary.json and every eval folder of each
