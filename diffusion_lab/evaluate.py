@@ -237,7 +237,7 @@ def likelihood(cfg: DictConfig, module, run_cfg: DictConfig, data_dir: str, fabr
         raise ConfigError(f"nll_n={cfg.nll_n}: allowed values are 1..{len(images)} (the test split's size)")
     share = Share(cfg.nll_n, fabric.global_rank, fabric.world_size)
     indices = range(share.first, share.first + share.per_rank)
-    x0 = to_model_space(images[share.first: share.first + share.per_rank]).to(fabric.device)
+    x0 = to_model_space(share.mine(images, fabric.device))
     evaluations = cfg.nll_n * chain.num_timesteps
     per_eval = seconds_per_evaluation(module.denoiser(), module.image_shape, fabric.device, min(len(x0), 64) or 1)
     terms, priors = [], []
@@ -264,7 +264,7 @@ def ode_likelihood(cfg: DictConfig, module, images, fabric) -> dict:
     (`metrics.nll.ode_log_likelihood`), split over the processes."""
     share = Share(cfg.nll_ode_n, fabric.global_rank, fabric.world_size)
     indices = range(share.first, share.first + share.per_rank)
-    x, probes = ode_inputs(images[share.first: share.first + share.per_rank], indices, cfg.seed)
+    x, probes = ode_inputs(share.mine(images), indices, cfg.seed)
     log_likelihoods, evaluations = [], 0
     log.info("probability-flow ODE likelihood of %d test images (RK45 at tolerance %g; each evaluation also "
              "takes a backward pass)", cfg.nll_ode_n, cfg.nll_ode_tolerance)

@@ -125,7 +125,7 @@ class DiffusionModule(pl.LightningModule):
         weighted by its stratum's width: unbiased, and exact where the terms are large and change fastest (the
         first, which uniform strata of ~T/k would hit rarely and weight by T/k). Buffers, not saved (they follow
         from the seed)."""
-        for key, rule in (("images", rules.integer(0)), ("timesteps", rules.integer(1)),
+        for key, rule in (("images", rules.BPD_IMAGES), ("timesteps", rules.BPD_TIMESTEPS),
                           ("every_n_epochs", rules.EVERY_N_EPOCHS)):
             rule.check(f"module.val_bpd.{key}", self.val_bpd[key])
         self.bpd_images = images if T > 1 else 0
@@ -262,10 +262,14 @@ class DiffusionModule(pl.LightningModule):
             terms.append(self.diffusion.vlb_terms(self.net(xt, t), x0, xt, t, clip_denoised=True))
         return self.diffusion.prior_bits_per_dim(x0) + torch.stack(terms, 1) @ self.bpd_weights
 
+    def gathered(self, per_image: torch.Tensor) -> torch.Tensor:
+        """Per-test-image values (−1: not evaluated here) from every process, one per image: a padded duplicate has
+        the same value on both ranks, so the max over ranks keeps each image once."""
+        values = self.all_gather(per_image)
+        return values.amax(0) if values.dim() == 2 else values
+
     def on_validation_epoch_end(self) -> None:
-        losses = self.all_gather(self.val_losses)
-        if losses.dim() == 2:  # (world, n): a padded duplicate has the same loss on both ranks, so max dedups
-            losses = losses.amax(0)
+        losses = self.gathered(self.val_losses)
         seen = losses >= 0
         self.log("val/loss", losses[seen].mean(), sync_dist=True)
         for k in range(VAL_BUCKETS):
@@ -273,8 +277,7 @@ class DiffusionModule(pl.LightningModule):
             if bucket.any():
                 self.log(f"val/loss_t{k}", losses[bucket].mean(), sync_dist=True)
         if self.val_bpds is not None:
-            bpds = self.all_gather(self.val_bpds)
-            bpds = bpds.amax(0) if bpds.dim() == 2 else bpds
+            bpds = self.gathered(self.val_bpds)
             if (bpds >= 0).any():
                 self.log("val/bpd", bpds[bpds >= 0].mean(), sync_dist=True)
         self.last_validated_step = self.global_step

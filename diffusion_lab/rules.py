@@ -142,6 +142,8 @@ VARIANCE = one_of(*VARIANCES)
 LOSS = one_of(*LOSSES)
 VLB_WEIGHT = number(0, lo_open=True)  # λ of L_hybrid
 T_SAMPLER = one_of(*T_SAMPLERS)
+BPD_IMAGES = integer(0)  # test images behind val/bpd; 0: off
+BPD_TIMESTEPS = integer(1)  # strata of t behind val/bpd
 DATASET = one_of(*DATASETS)
 ETA = number(0, 1)  # DDIM's η
 EMA_DECAY = number(0, 1, hi_open=True)

@@ -39,10 +39,6 @@ class Denoiser(nn.Module):
         """Network evaluations of one image per call: two with guidance (both halves in one batched call)."""
         return 2 if self.guidance_scale else 1
 
-    @property
-    def learns_sigma(self) -> bool:
-        return self.diffusion.learn_sigma
-
     def outputs(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(ε, the variance output r of a learn_sigma net, else None) at (x_t, t)."""
         w, labels = self.guidance_scale, self.labels

@@ -44,9 +44,9 @@ class TimestepSampler(nn.Module):
         if not self.warmed_up:
             t = torch.randint(0, self.num_timesteps, (n,), device=device, generator=generator)
             return t, torch.ones(n, device=device)
-        p = self.probabilities()
-        t = torch.multinomial(p.to(device), n, replacement=True, generator=generator)
-        return t, (1 / (self.num_timesteps * p.to(device)[t])).float()
+        p = self.probabilities().to(device)
+        t = torch.multinomial(p, n, replacement=True, generator=generator)
+        return t, (1 / (self.num_timesteps * p[t])).float()
 
     @torch.no_grad()
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
