@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import config_checks
 from diffusion_lab.config import CONFIG_DIR, options
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+PRIMARY_GROUPS = {next(iter(entry)) for entry in OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").defaults
+                  if isinstance(entry, DictConfig)}  # the groups of config.yaml's defaults list
 COMMANDS = {  # config name: (its rules, the overrides it needs to compose)
     "sample": (config_checks.SAMPLE_RULES, ["ckpt=run"]),
     "evaluate": (config_checks.EVALUATE_RULES, ["ckpt=run"]),
@@ -29,8 +32,9 @@ def train_configs():
     """train.py's config at its defaults and with each option of each group in turn."""
     yield "defaults", composed("config", [])
     for group in GROUPS:
+        add = "" if group in PRIMARY_GROUPS else "+"  # a group outside config.yaml's defaults (step_study_model)
         for option in options(group):
-            yield f"{group}={option}", composed("config", [f"{group}={option}"])
+            yield f"{group}={option}", composed("config", [f"{add}{group}={option}"])
 
 
 def test_every_value_of_train_configs_has_a_rule():

@@ -59,11 +59,21 @@ def test_ddp_trains_with_two_processes_inside_a_multirun_each_job_once(tiny_data
         assert final["n"] == 7 and final["steps"] == 50
 
 
-def test_step_study_preset_is_a_multirun_over_datasets_and_schedules(compose_cfg):
-    cfg = compose_cfg("experiment=step_study", "T=500")
+def test_step_study_preset_sweeps_eight_recipe_models_on_one_step_budget(compose_cfg):
+    cfg = compose_cfg("experiment=step_study")
     assert cfg.hydra.mode == RunMode.MULTIRUN
-    assert dict(cfg.hydra.sweeper.params) == {"dataset": "mnist,fashion_mnist", "schedule": "linear,cosine"}
-    assert list(cfg.quality.final_steps) == [50, 100, 200, 500] and cfg.callbacks.quality.final_n == 10000
+    assert dict(cfg.hydra.sweeper.params) == {
+        "dataset": "mnist,fashion_mnist", "+step_study_model": "linear,cosine,linear_T200,learned"}
+    assert cfg.trainer.max_steps == 3000 and cfg.trainer.max_time is None and list(cfg.quality.final_steps) == []
+    arms = {arm: compose_cfg("experiment=step_study", "dataset=fashion_mnist", f"+step_study_model={arm}")
+            for arm in ("linear", "cosine", "linear_T200", "learned")}
+    assert {arm: (c.schedule._target_.rsplit(".", 1)[1], c.T, c.model.learn_sigma, c.loss) for arm, c in arms.items()} == {
+        "linear": ("linear_betas", 1000, False, "simple"), "cosine": ("cosine_betas", 1000, False, "simple"),
+        "linear_T200": ("linear_betas", 200, False, "simple"), "learned": ("linear_betas", 1000, True, "hybrid")}
+    recipe = compose_cfg("experiment=cpu_fashion_mnist")
+    for c in arms.values():  # every arm is the CPU recipe on the data set: the same network, loss and optimizer
+        assert c.model.channel_mults == recipe.model.channel_mults and c.prediction == recipe.prediction == "v"
+        assert c.optimizer.lr == recipe.optimizer.lr and c.dataset.batch_size == recipe.dataset.batch_size == 64
 
 
 def test_optuna_search_minimises_val_fid_over_lr_model_and_schedule(compose_cfg):
