@@ -132,7 +132,7 @@ def evaluate_run(cfg: DictConfig) -> Path | None:
     if quality is not None:
         results, paired, metrics, factories = quality
         record |= {
-            "real_n": len(metrics.real_features), "feature_net": metrics.record,
+            "real_n": len(metrics.real_features), "resamples": cfg.resamples, "feature_net": metrics.record,
             "feature_space": f"penultimate layer of a {run_cfg.dataset.name} classifier (not Inception-v3)",
             "inception_weights": cfg.inception_weights,
             "samplers": {name: OmegaConf.to_container(option_config("sampler", name)) for name in factories},
@@ -208,7 +208,7 @@ def sample_quality(cfg: DictConfig, module, run_cfg: DictConfig, data_dir: str, 
         log.info("bootstrap: %d replicates of %d settings, with their paired differences", cfg.resamples,
                  len(statistics))
         cis, paired = uncertainty.bootstrap(statistics, len(metrics.real_features), cfg.n, cfg.resamples,
-                                            pairs=comparisons(results))
+                                            pairs=comparisons(results), keep_replicates=True)
         for result in results:
             result |= cis[setting_name(result)]
     return results, paired, metrics, factories

@@ -7,13 +7,14 @@ import pytest
 
 from conftest import run_cli
 from diffusion_lab.cli import evaluate_main
+from diffusion_lab.metrics.uncertainty import paired_difference
 
 pytestmark = pytest.mark.slow
 
 KEYS = {"sampler", "spacing", "steps", "nfe", "fid", "fid_inf", "floor_fid", "kid_mean", "kid_std", "precision", "recall",
         "coverage", "class_entropy", "class_entropy_max", "classes_below_half", "confidence", "n", "seconds_per_1k",
         "seconds", "images_per_second", "fid_ci", "floor_fid_ci", "kid_ci", "precision_ci", "recall_ci", "coverage_ci",
-        "class_entropy_ci"}  # no fid_inf_ci: FID∞ needs n >= 3 × 128, so fid_inf is null at n = 24
+        "class_entropy_ci", "replicates"}  # no fid_inf_ci: FID∞ needs n >= 3 × 128, so fid_inf is null at n = 24
 
 
 def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_in_process):
@@ -33,6 +34,14 @@ def test_evaluate_writes_eval_json_and_plots(tiny_run, tiny_data, tmp_path, run_
     assert {p["metric"] for p in report["paired"]} == {"fid", "kid", "precision", "recall", "coverage", "class_entropy"}
     assert all(p["ci"][0] <= p["diff"] <= p["ci"][1] or p["distinguishable"] for p in report["paired"])
     assert report["samplers"]["ddim"]["eta"] == 0.0
+    # The kept bootstrap replicates pair two settings offline exactly as the call paired them (summaries of
+    # several evaluate.py calls, experiments/step_study, rely on it).
+    kept = {f"{r['sampler']}-{r['steps']}": r["replicates"]["fid"] for r in report["results"]}
+    (row,) = [p for p in report["paired"] if (p["setting"], p["against"], p["metric"]) == ("ddim-5", "ddim-10", "fid")]
+    offline = paired_difference(kept["ddim-5"]["estimate"], kept["ddim-5"]["values"], kept["ddim-10"]["estimate"],
+                                kept["ddim-10"]["values"])
+    assert offline["diff"] == pytest.approx(row["diff"]) and offline["ci"] == pytest.approx(row["ci"], rel=1e-5)
+    assert report["resamples"] == 200 and len(kept["ddim-5"]["values"]) == 200
     for plot in ("fid_vs_steps", "kid_mean_vs_steps", "fid_vs_nfe", "fid_vs_seconds"):
         assert (out / f"{plot}.png").stat().st_size > 0
     lines = first.stdout.splitlines()

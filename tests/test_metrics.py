@@ -208,6 +208,21 @@ def test_fid_infinity_of_two_samples_of_one_gaussian_is_near_zero_while_fid_at_s
     assert fid > 0.05 and abs(fid_inf) < 0.3 * fid, (fid, fid_inf)  # FID's bias at n = 300: 0.09 here
 
 
+def test_replicates_kept_by_two_bootstrap_calls_pair_offline_as_in_one_call():
+    g = torch.Generator().manual_seed(1)
+    real, noise = torch.randn(300, 4, generator=g), torch.randn(200, 4, generator=g)
+    metrics = QualityMetrics(Identity(4), real)
+    settings = {name: {"fid": (metrics.frechet_distance(noise + shift), 0.0, float("inf"))}
+                for name, shift in (("a", 0.5), ("b", 0.6))}
+    _, (together,) = uncertainty.bootstrap(settings, 300, 200, resamples=50, pairs=[("b", "a")])
+    kept = {name: uncertainty.bootstrap({name: statistics}, 300, 200, resamples=50, keep_replicates=True)[0][name]
+            for name, statistics in settings.items()}  # two evaluate.py calls, each of one setting
+    a, b = (kept[name]["replicates"]["fid"] for name in ("a", "b"))
+    offline = uncertainty.paired_difference(b["estimate"], b["values"], a["estimate"], a["values"])
+    assert offline["diff"] == together["diff"] and offline["distinguishable"] == together["distinguishable"]
+    assert offline["ci"] == pytest.approx(together["ci"], rel=1e-5)  # the kept values have 7 digits
+
+
 def test_paired_differences_cover_every_metric_and_a_setting_against_itself_is_exactly_zero():
     g = torch.Generator().manual_seed(0)
     metrics = QualityMetrics(Identity(4), torch.randn(300, 4, generator=g), kid_subset_size=100)

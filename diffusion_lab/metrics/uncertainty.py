@@ -101,15 +101,17 @@ def one_thread() -> Iterator[None]:
 
 def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_real: int, n_fake: int,
               resamples: int = 200, seed: int = 0, pairs: list[tuple[str, str]] = (),
-              level: float = LEVEL) -> tuple[dict[str, dict[str, list[float]]], list[dict]]:
+              level: float = LEVEL, keep_replicates: bool = False) -> tuple[dict[str, dict], list[dict]]:
     """Intervals and paired differences for several settings scored on the same image indices and real set.
 
     `settings` maps a setting to its statistics, `name: (statistic, lowest, highest value it can take)`. Every
     replicate draws one resampling of the real images and one of the image indices, for all settings and
     statistics, from a fixed seed: image i of every setting started from the same noise, so settings are
-    compared image by image. Returns ({setting: {`<name>_ci`: [low, high]}}, and for each (setting, against)
-    of `pairs` and each statistic both have, a row {setting, against, metric, diff, ci, distinguishable}:
-    whether the difference's interval excludes 0 at this n)."""
+    compared image by image. Replicate k depends only on (seed, k, n_real, n_fake), not on the settings, so
+    the replicates kept by two calls (`keep_replicates`: each setting's `replicates`, {name: {estimate,
+    values}}) pair offline as they would in one call (`paired_difference`). Returns ({setting: {`<name>_ci`:
+    [low, high]}}, and for each (setting, against) of `pairs` and each statistic both have, a row {setting,
+    against, metric, diff, ci, distinguishable}: whether the difference's interval excludes 0 at this n)."""
     generator = torch.Generator().manual_seed(seed)
     replicates = {(s, name): [] for s, statistics in settings.items() for name in statistics}
     with one_thread():
@@ -123,14 +125,28 @@ def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_
     replicates = {key: torch.tensor(values, dtype=torch.float64) for key, values in replicates.items()}
     cis = {s: {f"{name}_ci": basic_interval(estimates[s, name], replicates[s, name], level, lowest, highest)
                for name, (_, lowest, highest) in statistics.items()} for s, statistics in settings.items()}
+    if keep_replicates:
+        for s, statistics in settings.items():
+            cis[s]["replicates"] = {name: {"estimate": estimates[s, name],
+                                           "values": [float(f"{v:.7g}") for v in replicates[s, name].tolist()]}
+                                    for name in statistics}
     rows = []
     for setting, against in pairs:
         for name in [n for n in settings[setting] if n in settings[against]]:
-            diff = estimates[setting, name] - estimates[against, name]
-            ci = basic_interval(diff, replicates[setting, name] - replicates[against, name], level)
-            rows.append({"setting": setting, "against": against, "metric": name, "diff": diff, "ci": ci,
-                         "distinguishable": ci[0] > 0 or ci[1] < 0})
+            rows.append({"setting": setting, "against": against, "metric": name,
+                         **paired_difference(estimates[setting, name], replicates[setting, name],
+                                             estimates[against, name], replicates[against, name], level)})
     return cis, rows
+
+
+def paired_difference(estimate: float, replicates: torch.Tensor, against: float, against_replicates: torch.Tensor,
+                      level: float = LEVEL) -> dict:
+    """{diff, ci, distinguishable} of estimate − against, its basic interval from the replicates' differences
+    (replicate k of both drawn from the same resampling)."""
+    diff = estimate - against
+    ci = basic_interval(diff, torch.as_tensor(replicates, dtype=torch.float64)
+                        - torch.as_tensor(against_replicates, dtype=torch.float64), level)
+    return {"diff": diff, "ci": ci, "distinguishable": ci[0] > 0 or ci[1] < 0}
 
 
 def intervals(statistics: dict[str, tuple[Statistic, float, float]], n_real: int, n_fake: int,
