@@ -1,100 +1,296 @@
-"""The step study's tables and figures from its run directories (read with diffusion_lab.report's reader).
+"""Tables and figures of the sampling-step study, from the eval.json files that run.sh leaves in results/.
 
-    python experiments/step_study/summarize.py <runs dir> <out dir>
+  python summarize.py best-spacing <pilot eval.json> <solver>   the pilot's lowest-FID step schedule of a solver
+  python summarize.py best-solver <results/MODEL>               "<solver> <spacing>": the higher-order setting of
+                                                                lowest mean FID at NFE 10, 20 and 50
+  python summarize.py report <experiments/step_study>           tables.md and the figures
 
-Writes tables.md (training, then per model: FID, KID, precision, recall, coverage and seconds per 1,000 images
-for each sampler × step count), fid_vs_steps.png, loss_curves.png and grids/<model>.png (the final sample
-grids of each model at every step count, from the same noise).
+Settings of one model are paired image by image across eval.json files: image i starts from the noise (seed, i)
+in each, and the bootstrap's replicate k resamples the same images in each (`uncertainty.bootstrap`), so the
+kept replicates give paired intervals for any two settings with the same n, real set and seed.
 """
 
-import shutil
+import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from diffusion_lab.metrics.measure import interval, number
+from diffusion_lab.metrics.uncertainty import paired_difference
 from diffusion_lab.plotting import figure, save
-from diffusion_lab.report import find_runs, read_run
 
-SAMPLERS = ("ddpm", "ddim", "dpm_solver")
-
-
-def model_name(run) -> str:
-    c = run.choices
-    return f"{c['dataset']}, {c['schedule']}, T={c['T']}"
-
-
-def training_table(runs) -> list[str]:
-    lines = ["| model | optimizer steps | epochs | train minutes | images/s | final train ε-MSE | final val ε-MSE |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        s = r.summary
-        lines.append(f"| {model_name(r)} | {s['optimizer_steps']:,} | {s['epochs']} | {s['train_seconds'] / 60:.1f} | "
-                     f"{s['train_images_per_second']:.0f} | {s['final_train_loss']:.4f} | {s['final_val_loss']:.4f} |")
-    return lines
+BUDGETS = [5, 10, 20, 50, 100, 200]
+OTHER_BUDGETS = [10, 20, 50, 100, 200]
+FIRST_ORDER = ("ddpm", "ddim")  # the rest of the zoo is "higher order" (DPM-Solver++ 2M SDE included)
+ARMS = {"linear": "linear β, T = 1000 (the headline)", "cosine": "cosine ᾱ, T = 1000",
+        "linear_T200": "linear β, T = 200", "learned": "linear β, T = 1000, learned Σ (L_hybrid)"}
+DATASETS = ("mnist", "fashion_mnist")
 
 
-def quality_table(run) -> list[str]:
-    lines = ["| sampler | steps | FID | KID ×10³ | precision | recall | coverage | s / 1,000 images |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for (sampler, steps), q in sorted(run.quality.items(), key=lambda kv: (SAMPLERS.index(kv[0][0]), kv[0][1])):
-        lines.append(f"| {sampler} | {steps} | {q['fid']:.2f} | {1e3 * q['kid_mean']:.1f} ± {1e3 * q['kid_std']:.1f} | "
-                     f"{q['precision']:.3f} | {q['recall']:.3f} | {q['coverage']:.3f} | "
-                     f"{1000 * q['seconds'] / q['n']:.0f} |")
-    return lines
+@dataclass(frozen=True)
+class Row:
+    """One measured setting: a result of an eval.json, where it came from, and how its bootstrap was drawn."""
+
+    model: str
+    folder: str  # under results/<model>/: nll, pilot, ddpm-full, dpm_solver/nfe10 (the grid), n1000/ddim
+    result: dict
+    pairing: tuple  # (n, real_n, resamples, seed): rows that agree on it pair image by image
+
+    @property
+    def solver(self) -> str:
+        return self.result["sampler"].split("+")[0]
+
+    @property
+    def setting(self) -> str:
+        return f"{self.solver}+{self.result['spacing']}"
+
+    def __getitem__(self, key):
+        return self.result[key]
 
 
-def fid_figure(runs):
-    fig = figure(4 * len(runs), 3.4)
-    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
-    for ax, run in zip(axes, runs):
-        for sampler in SAMPLERS:
-            points = sorted((steps, q["fid"]) for (s, steps), q in run.quality.items() if s == sampler)
-            if points:
-                ax.plot(*zip(*points), marker="o", label=sampler)
-        ax.set(xscale="log", yscale="log", xlabel="sampling steps", title=model_name(run))
-    axes[0].set(ylabel="FID (feature space of the data set's classifier)")
-    axes[0].legend()
-    return fig
+def load(results: Path) -> dict[str, list[Row]]:
+    """{model: its rows} from every results/<model>/**/eval.json."""
+    rows = {}
+    for path in sorted(results.glob("*/**/eval.json")):
+        model, folder = path.relative_to(results).parts[0], "/".join(path.relative_to(results).parts[1:-1])
+        record = json.loads(path.read_text())
+        rows.setdefault(model, [])
+        for r in record.get("results", []):
+            rows[model].append(Row(model, folder, r, (r["n"], record["real_n"], record.get("resamples"),
+                                                      record["seed"])))
+    return rows
 
 
-def smooth(values: list[float], window: int = 25) -> np.ndarray:
-    kernel = np.ones(window) / window
-    return np.convolve(values, kernel, mode="valid") if len(values) > window else np.asarray(values)
+def nll_of(results: Path, model: str) -> dict | None:
+    path = results / model / "nll" / "eval.json"
+    return json.loads(path.read_text())["nll"] if path.exists() else None
 
 
-def loss_figure(runs):
-    datasets = list(dict.fromkeys(r.choices["dataset"] for r in runs))
-    fig = figure(5 * len(datasets), 3.6)
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    for ax, dataset in zip(axes, datasets):
-        for i, run in enumerate(r for r in runs if r.choices["dataset"] == dataset):
-            steps, losses = zip(*run.train_loss)
-            line, = ax.plot(steps[len(steps) - len(smooth(list(losses))):], smooth(list(losses)), lw=1,
-                            label=f"{run.choices['schedule']}, T={run.choices['T']}: train (mean of 25 steps)")
-            if run.val_loss:
-                ax.plot(*zip(*run.val_loss), marker="o", ls="--", color=line.get_color(), label="  validation (EMA)")
-        ax.set(yscale="log", xlabel="optimizer step", ylabel="ε-MSE", title=dataset, ylim=(0.015, 0.2))
-        ax.legend(fontsize=7)
-    return fig
+def paired(row: Row, against: Row, metric: str = "fid") -> dict:
+    """{diff, ci, distinguishable} of row − against in `metric`, paired image by image."""
+    if row.pairing != against.pairing or "replicates" not in row.result or "replicates" not in against.result:
+        raise ValueError(f"{row.model}/{row.folder} and {against.model}/{against.folder} do not pair")
+    a, b = row["replicates"][metric], against["replicates"][metric]
+    return paired_difference(a["estimate"], a["values"], b["estimate"], b["values"])
 
 
-def main(runs_dir: str, out_dir: str) -> None:
-    out = Path(out_dir)
-    runs = [read_run(p) for p in find_runs([runs_dir])]
-    runs = [r for r in runs if r.status == "finished"]
-    lines = ["## Training", "", *training_table(runs), ""]
-    for run in runs:
-        lines += [f"## {model_name(run)}", "", *quality_table(run), ""]
-    (out / "tables.md").write_text("\n".join(lines))
-    save(fid_figure(runs), out / "fid_vs_steps.png")
-    save(loss_figure(runs), out / "loss_curves.png")
-    (out / "grids").mkdir(exist_ok=True)
-    for run in runs:
-        shutil.copy(run.path / "samples" / "final_compare.png",
-                    out / "grids" / f"{model_name(run).replace(', ', '-').replace('=', '')}.png")
-    print("\n".join(lines))
+def best_spacing(pilot: Path, solver: str) -> str:
+    rows = [r for r in json.loads(pilot.read_text())["results"] if r["sampler"].split("+")[0] == solver]
+    if not rows:
+        sys.exit(f"error: solver={solver}: not in {pilot}")
+    return min(rows, key=lambda r: r["fid"])["spacing"]
+
+
+def budget(row: Row) -> int:
+    """The NFE budget a row was drawn for: Heun's budget of 10 buys 5 steps, 9 evaluations."""
+    return min(b for b in BUDGETS + [row["nfe"]] if b >= row["nfe"])
+
+
+def grid(rows: list[Row], comparison: bool = False) -> dict[str, dict[int, Row]]:
+    """{setting: {NFE budget: row}} of the headline grid (folders <solver>/nfe<k>), or with `comparison` of the
+    DDPM / DDIM / best-solver comparison that every model has (folders n<images>/<solver>)."""
+    table = {}
+    for r in rows:
+        first, _, rest = r.folder.partition("/")
+        in_comparison = first[:1] == "n" and first[1:].isdigit()
+        if rest and rest != "grid" and in_comparison == comparison and r.folder.split("/")[0] != "grids":
+            table.setdefault(r.setting, {})[budget(r)] = r
+    return dict(sorted(table.items()))
+
+
+def n_of(table: dict[str, dict[int, Row]]) -> str:
+    return ", ".join(f"{n:,}" for n in sorted({r["n"] for by in table.values() for r in by.values()})) or "-"
+
+
+def best_solver(model_results: Path) -> str:
+    table = grid(load(model_results.parent).get(model_results.name, []))
+    means = {s: sum(by[b]["fid"] for b in (10, 20, 50)) / 3 for s, by in table.items()
+             if s.split("+")[0] not in FIRST_ORDER and all(b in by for b in (10, 20, 50))}
+    if not means:
+        sys.exit(f"error: {model_results}: no higher-order solver has NFE 10, 20 and 50 yet: run.sh evaluate "
+                 f"{model_results.name} first")
+    return " ".join(min(means, key=means.get).split("+"))
+
+
+def cell(row: Row | None) -> str:
+    return "-" if row is None else f"{row['fid']:.1f} {interval(row.result.get('fid_ci'))}"
+
+
+def delta(d: dict | None) -> str:
+    return "-" if d is None else f"{d['diff']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]{'*' if d['distinguishable'] else ''}"
+
+
+def full_chain(rows: list[Row]) -> Row | None:
+    return next((r for r in rows if r.folder == "ddpm-full"), None)
+
+
+def within(by: dict[int, Row], reference: Row) -> int | None:
+    """The smallest budget from which on the setting is never distinguishably worse than `reference`."""
+    found = None
+    for b in sorted(by, reverse=True):
+        if paired(by[b], reference)["ci"][0] > 0:
+            break
+        found = b
+    return found
+
+
+def headline_tables(model: str, rows: list[Row]) -> list[str]:
+    table, full = grid(rows), full_chain(rows)
+    floor = next(iter(next(iter(table.values())).values()))["floor_fid"] if table else None
+    lines = [f"## {model}: every solver at NFE 5-200 (n = {n_of(table)} on the same seeds, 95 % intervals)", "",
+             f"FID; the real-data floor at n = {n_of(table)} is {number(floor)}; the full chain (ancestral DDPM, all T steps): "
+             f"{cell(full)}" + (f" (n = {full['n']:,})." if full else "."), "",
+             "| solver+spacing | " + " | ".join(f"NFE {b}" for b in BUDGETS) + " | within the full chain from |",
+             "|---" * (len(BUDGETS) + 2) + "|"]
+    for setting, by in table.items():
+        reach = within(by, full) if full and full.pairing == next(iter(by.values())).pairing else None
+        lines.append(f"| {setting} | " + " | ".join(cell(by.get(b)) + (f" ({by[b]['nfe']})" if b in by and by[b]['nfe'] != b else "")
+                                                 for b in BUDGETS) + f" | {reach or '-'} |")
+    if full:
+        lines += ["", "Paired ΔFID against the full chain (negative: better; * the interval excludes 0):", "",
+                  "| solver+spacing | " + " | ".join(f"NFE {b}" for b in BUDGETS) + " |", "|---" * (len(BUDGETS) + 1) + "|"]
+        for setting, by in table.items():
+            lines.append(f"| {setting} | " + " | ".join(delta(paired(by[b], full)) if b in by else "-" for b in BUDGETS) + " |")
+    lines += ["", "Paired ΔFID against the same solver at NFE 200 (its converged value):", "",
+              "| solver+spacing | " + " | ".join(f"NFE {b}" for b in BUDGETS[:-1]) + " |", "|---" * len(BUDGETS) + "|"]
+    for setting, by in table.items():
+        lines.append(f"| {setting} | " + " | ".join(delta(paired(by[b], by[200])) if b in by and 200 in by else "-"
+                                                   for b in BUDGETS[:-1]) + " |")
+    lines += ["", f"Every row of {model} (KID ×10³; s/1k: seconds of sampling per 1,000 images on this machine):", "",
+              "| setting | NFE | steps | FID [95 % CI] | floor | FID∞ | KID [95 % CI] | precision | recall | coverage | s/1k |",
+              "|---" * 11 + "|"]
+    for setting, by in table.items():
+        lines += [every_row(setting, by[b]) for b in sorted(by)]
+    if full:
+        lines.append(every_row("ddpm (full chain)", full))
+    pilot = [r for r in rows if r.folder == "pilot"]
+    if pilot:
+        spacings = list(dict.fromkeys(r["spacing"] for r in pilot))
+        lines += ["", f"Pilot: FID at NFE 10 per step schedule (n = {pilot[0]['n']}); each solver's lowest is its best:", "",
+                  "| solver | " + " | ".join(spacings) + " |", "|---" * (len(spacings) + 1) + "|"]
+        for solver in dict.fromkeys(r.solver for r in pilot):
+            by = {r["spacing"]: r for r in pilot if r.solver == solver}
+            lines.append(f"| {solver} | " + " | ".join(cell(by.get(s)) for s in spacings) + " |")
+    return lines + [""]
+
+
+def every_row(setting: str, r: Row) -> str:
+    kid = r.result.get("kid_ci")
+    return (f"| {setting} | {r['nfe']} | {r['steps']} | {cell(r)} | {number(r.result.get('floor_fid'))} | "
+            f"{number(r.result.get('fid_inf'))} | {number(1e3 * r['kid_mean'])} {interval(kid, 1e3)} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {r['coverage']:.3f} | {r['seconds_per_1k']:.0f} |")
+
+
+def model_tables(dataset: str, rows: dict[str, list[Row]], results: Path) -> list[str]:
+    """The four models of a data set in the DDPM / DDIM / best-solver comparison, paired against the headline,
+    and their bounds."""
+    models = [f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows]
+    headline = grid(rows.get(f"{dataset}_linear", []), comparison=True)
+    lines = [f"## {dataset}: the four models at n = {n_of(headline)} (ΔFID paired against the headline, same seeds)", "",
+             "| model | solver+spacing | " + " | ".join(f"NFE {b}" for b in OTHER_BUDGETS) + " |",
+             "|---" * (len(OTHER_BUDGETS) + 2) + "|"]
+    for model in models:
+        for setting, by in grid(rows[model], comparison=True).items():
+            cells = []
+            for b in OTHER_BUDGETS:
+                text = cell(by.get(b))
+                ref = headline.get(setting, {}).get(b)
+                if b in by and ref is not None and not model.endswith("_linear"):
+                    text += f"<br>Δ {delta(paired(by[b], ref))}"
+                cells.append(text)
+            lines.append(f"| {ARMS[model.removeprefix(dataset + '_')]} | {setting} | " + " | ".join(cells) + " |")
+    lines += ["", f"The variational bound of {dataset}'s models (bits/dim over all T terms, the first test images, 95 % "
+              "intervals over images):", "", "| model | n | bound | prior L_T | decoder L_0 | KL terms |", "|---" * 6 + "|"]
+    for model in models:
+        nll = nll_of(results, model)
+        if nll:
+            t = nll["terms"]
+            lines.append(f"| {ARMS[model.removeprefix(dataset + '_')]} | {nll['n']} | {nll['bpd']:.3f} "
+                         f"{interval(nll['bpd_ci'])} | {t['prior']['bpd']:.2g} | {t['decoder']['bpd']:.3f} | {t['kl']['bpd']:.3f} |")
+    return lines + [""]
+
+
+def band(ax, xs, rows: list[Row], label: str, **style) -> None:
+    ys = [r["fid"] for r in rows]
+    line, = ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
+    cis = [r.result.get("fid_ci") for r in rows]
+    if all(cis):
+        ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.12, linewidth=0)
+
+
+def headline_figures(model: str, rows: list[Row], out: Path) -> None:
+    table, full = grid(rows), full_chain(rows)
+    for axis, key, label in (("nfe", "nfe", "network evaluations per image (NFE)"),
+                             ("seconds", "seconds_per_1k", "seconds per 1,000 images, this machine")):
+        fig = figure(7.5, 4.8)
+        ax = fig.subplots()
+        for setting, by in table.items():
+            chosen = [by[b] for b in sorted(by)]
+            band(ax, [r[key] for r in chosen], chosen, setting, linestyle="--" if "karras" in setting else "-")
+        if full:
+            ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
+            ax.axhspan(*full["fid_ci"], color="black", alpha=0.08)
+        if table:
+            ax.axhline(next(iter(next(iter(table.values())).values()))["floor_fid"], color="grey", linestyle=":",
+                       label=f"real data, n = {n_of(table)}")
+        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="FID (classifier features)",
+               title=f"{model}: FID against {axis} (n = {n_of(table)}, 95 % bands)")
+        ax.legend(fontsize=6, ncol=2)
+        save(fig, out / f"fid_vs_{axis}_{model}.png")
+
+
+def model_figure(dataset: str, rows: dict[str, list[Row]], out: Path) -> None:
+    models = [f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows]
+    settings = list(dict.fromkeys(s for m in models for s in grid(rows[m], comparison=True)))
+    if not settings:
+        return
+    fig = figure(4 * len(settings), 3.6)
+    for ax, setting in zip(fig.subplots(1, len(settings), squeeze=False)[0], settings):
+        for model in models:
+            by = grid(rows[model], comparison=True).get(setting, {})
+            chosen = [by[b] for b in sorted(by)]
+            if chosen:
+                band(ax, [r["nfe"] for r in chosen], chosen, ARMS[model.removeprefix(dataset + "_")])
+        ax.set(xscale="log", yscale="log", xlabel="NFE", title=setting)
+    ax.legend(fontsize=6)
+    fig.suptitle(f"{dataset}: schedule, T and learned variances (FID, 95 % bands)")
+    save(fig, out / f"models_{dataset}.png")
+
+
+def cpu_seconds(results: Path, models: Path) -> tuple[float, float]:
+    """(seconds of every evaluate.py result, seconds of training) spent, as the files record them."""
+    evaluation = sum(r.get("seconds", 0) for p in results.glob("*/**/eval.json")
+                     for r in json.loads(p.read_text()).get("results", []))
+    training = sum(json.loads(p.read_text()).get("train_seconds", 0) or 0 for p in models.glob("*/summary.json"))
+    return evaluation, training
+
+
+def report(here: Path) -> None:
+    results = here / "results"
+    rows = load(results)
+    lines = ["# The sampling-step study: tables", "",
+             f"Written by `python {here}/summarize.py report {here}` from the eval.json files under results/.", ""]
+    for dataset in DATASETS:
+        headline = f"{dataset}_linear"
+        if headline in rows:
+            lines += headline_tables(headline, rows[headline])
+            headline_figures(headline, rows[headline], here)
+        if any(m.startswith(dataset + "_") for m in rows):
+            lines += model_tables(dataset, rows, results)
+            model_figure(dataset, rows, here)
+    evaluation, training = cpu_seconds(results, here / "models")
+    lines += [f"CPU time recorded: {evaluation / 3600:.2f} h of sampling and scoring (the `seconds` of every result), "
+              f"{training / 3600:.2f} h of training.", ""]
+    (here / "tables.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    command, *args = sys.argv[1:]
+    if command == "best-spacing":
+        print(best_spacing(Path(args[0]), args[1]))
+    elif command == "best-solver":
+        print(best_solver(Path(args[0])))
+    elif command == "report":
+        report(Path(args[0]))
+    else:
+        sys.exit(f"error: command={command}; allowed: best-spacing, best-solver, report")
