@@ -128,7 +128,7 @@ def bootstrap(settings: dict[str, dict[str, tuple[Statistic, float, float]]], n_
     if keep_replicates:
         for s, statistics in settings.items():
             cis[s]["replicates"] = {name: {"estimate": estimates[s, name],
-                                           "values": [float(f"{v:.7g}") for v in replicates[s, name].tolist()]}
+                                           "values": replicates[s, name].tolist()}
                                     for name in statistics}
     rows = []
     for setting, against in pairs:
