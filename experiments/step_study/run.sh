@@ -52,7 +52,20 @@ grids() {  # MODEL SOLVER SPACING NFE...: the first 64 seeds of the evaluation a
 
 if [[ $stage == train ]]; then
   # One sweep, one W&B group (offline without an account: `wandb sync $out/*/wandb/offline-run-*` uploads it).
-  [[ -d $out ]] || python train.py experiment=step_study hydra.sweep.dir="$out"
+  [[ -f $out/multirun.yaml ]] || python train.py experiment=step_study hydra.sweep.dir="$out" || true
+  # A sweep that was stopped: each job it left unfinished continues where its checkpoint left it, each it never
+  # started runs alone, in the folder and W&B group the sweep would have given it.
+  jobs=(mnist,linear mnist,cosine mnist,linear_T200 mnist,learned
+        fashion_mnist,linear fashion_mnist,cosine fashion_mnist,linear_T200 fashion_mnist,learned)
+  for k in "${!jobs[@]}"; do
+    run=$out/$k-${jobs[k]}
+    if [[ -f $run/summary.json ]]; then continue
+    elif [[ -f $run/checkpoints/last.ckpt ]]; then python train.py resume="'$run'"
+    else
+      python train.py experiment=step_study hydra.mode=RUN dataset="${jobs[k]%,*}" +step_study_model="${jobs[k]#*,}" \
+        hydra.run.dir="'$run'" logger.wandb.group="$(basename "$(dirname "$out")")/$(basename "$out")"
+    fi
+  done
   for run in "$out"/*/; do  # the EMA weights (a tenth of the checkpoint), and what report.py reads of a run
     name=$(name_of "$run") && model=$here/models/$name
     python -c "from diffusion_lab.checkpoints import export_weights; export_weights('$run', '$model')"
