@@ -158,6 +158,39 @@ def test_a_shipped_model_loads_with_weights_only_and_samples(dataset, tmp_path, 
     assert images.shape == (4, 28, 28) and images.std() > 10  # images, not a constant
 
 
+STEP_STUDY = Path(__file__).resolve().parents[1] / "experiments" / "step_study" / "models"
+STEP_STUDY_ARMS = {"linear": ("linear_betas", 1000, False, "simple"), "cosine": ("cosine_betas", 1000, False, "simple"),
+                   "linear_T200": ("linear_betas", 200, False, "simple"), "learned": ("linear_betas", 1000, True, "hybrid")}
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("arm", STEP_STUDY_ARMS)
+def test_the_step_study_ships_its_eight_models_as_its_preset_trained_them(dataset, arm):
+    folder = STEP_STUDY / f"{dataset}_{arm}"
+    ckpt = read_checkpoint(folder / "checkpoints" / "last.ckpt")  # weights_only=True, the fingerprint checked
+    cfg = ckpt["hyper_parameters"]
+    assert set(ckpt) <= set(SHIPPED_KEYS) and (folder / "checkpoints" / "last.ckpt").stat().st_size < 2_000_000
+    assert (cfg["schedule"]["_target_"].rsplit(".", 1)[1], cfg["T"], cfg["model"]["learn_sigma"], cfg["loss"]) == \
+        STEP_STUDY_ARMS[arm] and cfg["dataset"]["name"] == dataset and cfg["prediction"] == "v"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["optimizer_steps"] == cfg["trainer"]["max_steps"] == 3000
+
+
+@pytest.mark.parametrize("kind", ["fixed", "learned"])
+def test_the_learned_variance_study_ships_both_models(kind):
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "learned_variance" / "models" / kind
+    ckpt = read_checkpoint(folder / "checkpoints" / "last.ckpt")
+    assert set(ckpt) <= set(SHIPPED_KEYS) and ckpt["hyper_parameters"]["model"]["learn_sigma"] == (kind == "learned")
+
+
+def test_a_step_study_model_with_learned_variances_samples(tmp_path, run_in_process):
+    result = run_in_process(sample_main, f"ckpt={STEP_STUDY / 'mnist_learned'}", "sampler=ddpm", "n=4", "steps=10",
+                            f"out_dir={tmp_path / 's'}", "progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(tmp_path / "s" / "samples.npz")["images"]
+    assert images.shape == (4, 28, 28) and images.std() > 10
+
+
 def test_a_run_trained_elsewhere_is_scored_against_this_machines_data(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSION_LAB_DATA", str(tmp_path))
     assert local_data_dir("/nonexistent/data") == str(tmp_path)
