@@ -78,7 +78,7 @@ elif [[ $stage == evaluate ]]; then
   [[ -d $here/models/$model ]] || { echo "error: MODEL=$model: no $here/models/$model; allowed: $(ls $here/models | tr '\n' ' ')" >&2; exit 2; }
   dataset=${model%_linear}; dataset=${dataset%_cosine}; dataset=${dataset%_linear_T200}; dataset=${dataset%_learned}
   headline=${dataset}_linear
-  T=$(python -c "from omegaconf import OmegaConf; print(OmegaConf.create(__import__('torch').load('$here/models/$model/checkpoints/last.ckpt', weights_only=True)['hyper_parameters']).T)")
+  T=$(python -c "from omegaconf import OmegaConf; print(OmegaConf.load('$here/models/$model/.hydra/config.yaml').T)")
   # 1. The bound in bits per dimension over all T terms, first 300 test images (all models).
   setting "$model" nll samplers=[] nll=true nll_n="$NLL_N"
   if [[ $model == "$headline" ]]; then
@@ -86,12 +86,15 @@ elif [[ $stage == evaluate ]]; then
     setting "$model" pilot samplers="[$(IFS=,; echo "${solvers[*]}")]" spacings="[$spacings]" nfe=[10] n="$PILOT_N"
     # 3. Every solver on its best schedule (and every ODE solver on Karras's too, in the same call) at each
     #    budget, n = 2,000; the cheap budgets of all solvers first, so that a stopped run has whole columns.
+    declare -A schedules
+    for solver in "${solvers[@]}"; do
+      best=$(summarize best-spacing "$here/results/$model/pilot/eval.json" "$solver")
+      schedules[$solver]=$best
+      if [[ " ${ode_solvers[*]} " == *" $solver "* && $best != karras ]]; then schedules[$solver]=$best,karras; fi
+    done
     for nfe in $BUDGETS; do
       for solver in "${solvers[@]}"; do
-        best=$(summarize best-spacing "$here/results/$model/pilot/eval.json" "$solver")
-        schedules=$best
-        [[ " ${ode_solvers[*]} " == *" $solver "* && $best != karras ]] && schedules=$best,karras
-        setting "$model" "$solver/nfe$nfe" samplers="[$solver]" spacings="[$schedules]" nfe="[$nfe]" n="$N"
+        setting "$model" "$solver/nfe$nfe" samplers="[$solver]" spacings="[${schedules[$solver]}]" nfe="[$nfe]" n="$N"
       done
     done
     # 4. The full chain: ancestral DDPM over all T steps, the same seeds.

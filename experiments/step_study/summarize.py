@@ -93,9 +93,14 @@ def grid(rows: list[Row], comparison: bool = False) -> dict[str, dict[int, Row]]
     for r in rows:
         first, _, rest = r.folder.partition("/")
         in_comparison = first[:1] == "n" and first[1:].isdigit()
-        if rest and rest != "grid" and in_comparison == comparison and r.folder.split("/")[0] != "grids":
+        if rest and in_comparison == comparison:
             table.setdefault(r.setting, {})[budget(r)] = r
     return dict(sorted(table.items()))
+
+
+def floor_of(table: dict[str, dict[int, Row]]) -> float | None:
+    """The real-data floor at the table's n (every row of it has the same)."""
+    return next(iter(next(iter(table.values())).values()))["floor_fid"] if table else None
 
 
 def n_of(table: dict[str, dict[int, Row]]) -> str:
@@ -136,7 +141,7 @@ def within(by: dict[int, Row], reference: Row) -> int | None:
 
 def headline_tables(model: str, rows: list[Row]) -> list[str]:
     table, full = grid(rows), full_chain(rows)
-    floor = next(iter(next(iter(table.values())).values()))["floor_fid"] if table else None
+    floor = floor_of(table)
     lines = [f"## {model}: every solver at NFE 5-200 (n = {n_of(table)} on the same seeds, 95 % intervals)", "",
              f"FID; the real-data floor at n = {n_of(table)} is {number(floor)}; the full chain (ancestral DDPM, all T steps): "
              f"{cell(full)}" + (f" (n = {full['n']:,})." if full else "."), "",
@@ -231,7 +236,7 @@ def headline_figures(model: str, rows: list[Row], out: Path) -> None:
             ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
             ax.axhspan(*full["fid_ci"], color="black", alpha=0.08)
         if table:
-            ax.axhline(next(iter(next(iter(table.values())).values()))["floor_fid"], color="grey", linestyle=":",
+            ax.axhline(floor_of(table), color="grey", linestyle=":",
                        label=f"real data, n = {n_of(table)}")
         ax.set(xscale="log", yscale="log", xlabel=label, ylabel="FID (classifier features)",
                title=f"{model}: FID against {axis} (n = {n_of(table)}, 95 % bands)")
