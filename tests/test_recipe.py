@@ -19,6 +19,7 @@ from diffusion_lab.cli import sample_main
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.diffusion import GaussianDiffusion, cosine_betas
 from diffusion_lab.evaluate import local_data_dir
+from diffusion_lab.metrics.feature_net import MIN_ACCURACY, load_feature_net
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.generation import COMPILE_MIN_EVALUATIONS, CPU_BATCH, sampling_batch_size, should_compile
 from diffusion_lab.models import UNet
@@ -174,6 +175,16 @@ def test_the_step_study_ships_its_eight_models_as_its_preset_trained_them(datase
         STEP_STUDY_ARMS[arm] and cfg["dataset"]["name"] == dataset and cfg["prediction"] == "v"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["optimizer_steps"] == cfg["trainer"]["max_steps"] == 3000
+
+
+def test_the_step_study_ships_the_feature_net_of_every_data_set_it_has_scored():
+    # All its sessions must score in one feature space: a net retrained elsewhere could differ in its last bits
+    scored = {read_checkpoint(STEP_STUDY / m.name / "checkpoints" / "last.ckpt")["hyper_parameters"]["dataset"]["name"]
+              for m in (STEP_STUDY.parent / "results").iterdir() if m.is_dir()}
+    assert "mnist" in scored
+    for dataset in scored:  # loaded from the shipped file, or it would train, from data that is not there
+        _, record = load_feature_net(dataset, "/nonexistent/data", cache_dir=STEP_STUDY.parent / "feature_nets")
+        assert record["test_accuracy"] >= MIN_ACCURACY[dataset]
 
 
 @pytest.mark.parametrize("kind", ["fixed", "learned"])

@@ -32,10 +32,18 @@ setting() {  # MODEL SETTING evaluate.py-overrides...: one evaluate.py call, its
   [[ -f $dest/eval.json ]] && return 0
   rm -rf "$here/models/$model/eval"
   echo "== $model $name: $*"
-  python evaluate.py ckpt="$here/models/$model" seed=0 resamples=200 wandb=false "$@"
+  local start=$SECONDS
+  # The classifiers whose features score every setting are shipped in feature_nets/: a net retrained on another
+  # machine could differ in its last bits, and the study's sessions must all measure in one feature space.
+  python evaluate.py ckpt="$here/models/$model" seed=0 resamples=200 wandb=false \
+    feature_net.cache_dir="$here/feature_nets" "$@"
   mkdir -p "$(dirname "$dest")" && rm -rf "$dest" && mv "$here/models/$model/eval" "$dest"
+  # The call's wall clock, start-up, feature net and scoring included: the study's CPU time (RESULTS.md).
+  printf '%s\t%s\t%d\t%s\n' "$model" "$name" $((SECONDS - start)) "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)" \
+    >> "$here/results/wall_seconds.tsv"
   if [[ ${COMMIT:-0} == 1 ]]; then
-    git add "$dest" && git commit -q -m "experiments/step_study: $model $name" -- "$dest"
+    git add -A "$dest" "$here/results/wall_seconds.tsv" "$here/feature_nets"
+    git commit -q -m "experiments/step_study: $model $name" -- "$dest" "$here/results/wall_seconds.tsv" "$here/feature_nets"
   fi
 }
 
