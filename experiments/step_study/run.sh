@@ -92,7 +92,9 @@ elif [[ $stage == evaluate ]]; then
   if [[ $model == "$headline" ]]; then
     # 2. Pilot: every solver on every step schedule at NFE 10, n = 300, one call.
     setting "$model" pilot samplers="[$(IFS=,; echo "${solvers[*]}")]" spacings="[$spacings]" nfe=[10] n="$PILOT_N"
-    # 3. Every solver on its best schedule (and every ODE solver on Karras's too, in the same call) at each
+    # 3. The full chain, the reference of every other setting: ancestral DDPM over all T steps, the same seeds.
+    setting "$model" "ddpm-full" samplers=[ddpm] steps="[$T]" n="$FULL_N"
+    # 4. Every solver on its best schedule (and every ODE solver on Karras's too, in the same call) at each
     #    budget, n = 2,000; the cheap budgets of all solvers first, so that a stopped run has whole columns.
     declare -A schedules
     for solver in "${solvers[@]}"; do
@@ -105,8 +107,6 @@ elif [[ $stage == evaluate ]]; then
         setting "$model" "$solver/nfe$nfe" samplers="[$solver]" spacings="[${schedules[$solver]}]" nfe="[$nfe]" n="$N"
       done
     done
-    # 4. The full chain: ancestral DDPM over all T steps, the same seeds.
-    setting "$model" "ddpm-full" samplers=[ddpm] steps="[$T]" n="$FULL_N"
   fi
   # 5. Respaced DDPM, DDIM and the headline's best higher-order solver at NFE 10-200, n = 1,000 (on the headline
   #    too: the other models pair with it at this n).
