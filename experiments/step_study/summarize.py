@@ -25,6 +25,8 @@ FIRST_ORDER = ("ddpm", "ddim")  # the rest of the zoo is "higher order" (DPM-Sol
 ARMS = {"linear": "linear β, T = 1000 (the headline)", "cosine": "cosine ᾱ, T = 1000",
         "linear_T200": "linear β, T = 200", "learned": "linear β, T = 1000, learned Σ (L_hybrid)"}
 DATASETS = ("mnist", "fashion_mnist")
+SOLVERS = ("ddpm", "ddim", "heun", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde", "unipc", "unipc_3")
+COLOURS = dict(zip(SOLVERS, [f"C{i}" for i in range(len(SOLVERS))]))  # one per solver; Karras spacing dashed
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,8 @@ def headline_figures(model: str, rows: list[Row], out: Path) -> None:
         ax = fig.subplots()
         for setting, by in table.items():
             chosen = [by[b] for b in sorted(by)]
-            band(ax, [r[key] for r in chosen], chosen, setting, linestyle="--" if "karras" in setting else "-")
+            band(ax, [r[key] for r in chosen], chosen, setting, color=COLOURS.get(setting.split("+")[0]),
+                 linestyle="--" if setting.endswith("+karras") else "-")
         if full:
             ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
             ax.axhspan(*full["fid_ci"], color="black", alpha=0.08)
