@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Timer
 
 from diffusion_lab.callbacks import EMA
@@ -179,7 +180,7 @@ def test_the_step_study_ships_its_eight_models_as_its_preset_trained_them(datase
 
 def test_the_step_study_ships_the_feature_net_of_every_data_set_it_has_scored():
     # All its sessions must score in one feature space: a net retrained elsewhere could differ in its last bits
-    scored = {read_checkpoint(STEP_STUDY / m.name / "checkpoints" / "last.ckpt")["hyper_parameters"]["dataset"]["name"]
+    scored = {OmegaConf.load(STEP_STUDY / m.name / ".hydra" / "config.yaml").dataset.name
               for m in (STEP_STUDY.parent / "results").iterdir() if m.is_dir()}
     assert "mnist" in scored
     for dataset in scored:  # loaded from the shipped file, or it would train, from data that is not there
