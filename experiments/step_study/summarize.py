@@ -25,8 +25,6 @@ FIRST_ORDER = ("ddpm", "ddim")  # the rest of the zoo is "higher order" (DPM-Sol
 ARMS = {"linear": "linear β, T = 1000 (the headline)", "cosine": "cosine ᾱ, T = 1000",
         "linear_T200": "linear β, T = 200", "learned": "linear β, T = 1000, learned Σ (L_hybrid)"}
 DATASETS = ("mnist", "fashion_mnist")
-SOLVERS = ("ddpm", "ddim", "heun", "dpm_solver", "dpm_solver_3m", "dpm_solver_sde", "unipc", "unipc_3")
-COLOURS = dict(zip(SOLVERS, [f"C{i}" for i in range(len(SOLVERS))]))  # one per solver; Karras spacing dashed
 
 
 @dataclass(frozen=True)
@@ -227,13 +225,14 @@ def band(ax, xs, rows: list[Row], label: str, **style) -> None:
 
 def headline_figures(model: str, rows: list[Row], out: Path) -> None:
     table, full = grid(rows), full_chain(rows)
+    colours = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(setting.split("+")[0] for setting in table))}
     for axis, key, label in (("nfe", "nfe", "network evaluations per image (NFE)"),
                              ("seconds", "seconds_per_1k", "seconds per 1,000 images, this machine")):
         fig = figure(7.5, 4.8)
         ax = fig.subplots()
-        for setting, by in table.items():
+        for setting, by in table.items():  # one colour per solver, Karras spacing dashed
             chosen = [by[b] for b in sorted(by)]
-            band(ax, [r[key] for r in chosen], chosen, setting, color=COLOURS.get(setting.split("+")[0]),
+            band(ax, [r[key] for r in chosen], chosen, setting, color=colours[setting.split("+")[0]],
                  linestyle="--" if setting.endswith("+karras") else "-")
         if full:
             ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
