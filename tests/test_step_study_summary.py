@@ -98,3 +98,15 @@ def test_the_report_writes_the_headline_tables_and_both_figures(study):
     assert "| heun | 35.0 [32, 38] | - | 25.0 [22, 28] |" in tables  # the pilot: trailing, linspace, karras
     for axis in ("nfe", "seconds"):
         assert (study / f"fid_vs_{axis}_mnist_linear.png").stat().st_size > 10_000
+
+
+def test_the_report_links_each_comparison_grid_in_its_settings_row_and_nfe_column(study):
+    for name in ("ddim+trailing-nfe10", "ddim+trailing-nfe50", "ddpm+leading-nfe50"):
+        (study / "results" / "mnist_linear" / "grids" / name).mkdir(parents=True)
+        (study / "results" / "mnist_linear" / "grids" / name / "grid.png").write_bytes(b"")
+    summarize.report(study)
+    tables = (study / "tables.md").read_text()
+    assert "| solver+spacing | NFE 10 | NFE 50 |" in tables
+    assert ('| ddim+trailing | <img src="results/mnist_linear/grids/ddim+trailing-nfe10/grid.png" width="160"> | '
+            '<img src="results/mnist_linear/grids/ddim+trailing-nfe50/grid.png" width="160"> |') in tables
+    assert '| ddpm+leading | - | <img src="results/mnist_linear/grids/ddpm+leading-nfe50/grid.png" width="160"> |' in tables

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.ticker import NullFormatter
+
 from diffusion_lab.metrics.measure import interval, number
 from diffusion_lab.metrics.uncertainty import paired_difference
 from diffusion_lab.plotting import figure, save
@@ -25,6 +27,7 @@ FIRST_ORDER = ("ddpm", "ddim")  # the rest of the zoo is "higher order" (DPM-Sol
 ARMS = {"linear": "linear β, T = 1000 (the headline)", "cosine": "cosine ᾱ, T = 1000",
         "linear_T200": "linear β, T = 200", "learned": "linear β, T = 1000, learned Σ (L_hybrid)"}
 DATASETS = ("mnist", "fashion_mnist")
+FID_TICKS = (2, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000)  # plain labels on log axes
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,24 @@ def model_tables(dataset: str, rows: dict[str, list[Row]], results: Path) -> lis
     return lines + [""]
 
 
+def grid_table(model: str, results: Path) -> list[str]:
+    """The comparison's sample grids (run.sh's grids/<solver>+<spacing>-nfe<k>/grid.png), a row per setting and a
+    column per NFE, linked from tables.md beside results/."""
+    cells: dict[str, dict[int, str]] = {}
+    for png in sorted((results / model / "grids").glob("*-nfe*/grid.png")):
+        setting, nfe = png.parent.name.rsplit("-nfe", 1)
+        cells.setdefault(setting, {})[int(nfe)] = png.relative_to(results.parent).as_posix()
+    if not cells:
+        return []
+    budgets = sorted({b for by in cells.values() for b in by})
+    lines = [f"Samples of {model}: images 0-63 of the comparison (the same starting noise in every cell):", "",
+             "| solver+spacing | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
+    for setting, by in cells.items():
+        lines.append(f"| {setting} | " + " | ".join(f'<img src="{by[b]}" width="160">' if b in by else "-"
+                                                   for b in budgets) + " |")
+    return lines + [""]
+
+
 def band(ax, xs, rows: list[Row], label: str, **style) -> None:
     ys = [r["fid"] for r in rows]
     line, = ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
@@ -223,26 +244,46 @@ def band(ax, xs, rows: list[Row], label: str, **style) -> None:
         ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.12, linewidth=0)
 
 
+def fid_axis(ax, bottom: float, top: float) -> None:
+    """A log FID axis from `bottom` to `top` with plain tick labels."""
+    ticks = [t for t in FID_TICKS if bottom <= t <= top]
+    ax.set(yscale="log", ylim=(bottom, top))
+    ax.set_yticks(ticks, [str(t) for t in ticks])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def headline_figures(model: str, rows: list[Row], out: Path) -> None:
+    """FID against NFE and against seconds: each solver's best schedule on the left, Karras's on the right, one
+    colour per solver; the axis stops at 4× the full chain, and what lies above is named under it."""
     table, full = grid(rows), full_chain(rows)
+    if not table:
+        return
     colours = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(setting.split("+")[0] for setting in table))}
+    fids = [r["fid"] for by in table.values() for r in by.values()]
+    top = 4 * full["fid"] if full else max(fids)
+    bottom = 0.9 * min(fids + ([full["fid_ci"][0]] if full else []))
+    off_scale = [f"{setting} at NFE {b}: {by[b]['fid']:,.0f}" for setting, by in table.items() for b in sorted(by)
+                 if by[b]["fid"] > top]
     for axis, key, label in (("nfe", "nfe", "network evaluations per image (NFE)"),
                              ("seconds", "seconds_per_1k", "seconds per 1,000 images, this machine")):
-        fig = figure(7.5, 4.8)
-        ax = fig.subplots()
-        for setting, by in table.items():  # one colour per solver, Karras spacing dashed
-            chosen = [by[b] for b in sorted(by)]
-            band(ax, [r[key] for r in chosen], chosen, setting, color=colours[setting.split("+")[0]],
-                 linestyle="--" if setting.endswith("+karras") else "-")
-        if full:
-            ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
-            ax.axhspan(*full["fid_ci"], color="black", alpha=0.08)
-        if table:
-            ax.axhline(floor_of(table), color="grey", linestyle=":",
-                       label=f"real data, n = {n_of(table)}")
-        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="FID (classifier features)",
-               title=f"{model}: FID against {axis} (n = {n_of(table)}, 95 % bands)")
-        ax.legend(fontsize=6, ncol=2)
+        fig = figure(10, 4.4)
+        panels = fig.subplots(1, 2, sharey=True)
+        for ax, karras in zip(panels, (False, True)):
+            for setting, by in table.items():
+                if setting.endswith("+karras") == karras:
+                    chosen = [by[b] for b in sorted(by)]
+                    band(ax, [r[key] for r in chosen], chosen, setting, color=colours[setting.split("+")[0]])
+            if full:
+                ax.axhline(full["fid"], color="black", linewidth=1, label=f"full chain ({full['steps']} steps)")
+                ax.axhspan(*full["fid_ci"], color="black", alpha=0.08)
+            ax.set(xscale="log", xlabel=label,
+                   title="Karras's schedule (ODE solvers)" if karras else "each solver's best schedule (pilot)")
+            fid_axis(ax, bottom, top)
+            ax.legend(fontsize=6)
+        panels[0].set_ylabel("FID (classifier features)")
+        fig.suptitle(f"{model}: FID against {axis} (n = {n_of(table)}, 95 % bands; real data {number(floor_of(table))})")
+        if off_scale:
+            fig.supxlabel("above the axis: " + "; ".join(off_scale), fontsize=6)
         save(fig, out / f"fid_vs_{axis}_{model}.png")
 
 
@@ -252,13 +293,17 @@ def model_figure(dataset: str, rows: dict[str, list[Row]], out: Path) -> None:
     if not settings:
         return
     fig = figure(4 * len(settings), 3.6)
-    for ax, setting in zip(fig.subplots(1, len(settings), squeeze=False)[0], settings):
+    chosen_rows = [r for m in models for by in grid(rows[m], comparison=True).values() for r in by.values()]
+    bottom = 0.9 * min(r.result.get("fid_ci", [r["fid"]])[0] for r in chosen_rows)
+    top = 1.1 * max(r.result.get("fid_ci", [0, r["fid"]])[1] for r in chosen_rows)
+    for ax, setting in zip(fig.subplots(1, len(settings), squeeze=False, sharey=True)[0], settings):
         for model in models:
             by = grid(rows[model], comparison=True).get(setting, {})
             chosen = [by[b] for b in sorted(by)]
             if chosen:
                 band(ax, [r["nfe"] for r in chosen], chosen, ARMS[model.removeprefix(dataset + "_")])
-        ax.set(xscale="log", yscale="log", xlabel="NFE", title=setting)
+        ax.set(xscale="log", xlabel="NFE", title=setting)
+        fid_axis(ax, bottom, top)
     ax.legend(fontsize=6)
     fig.suptitle(f"{dataset}: schedule, T and learned variances (FID, 95 % bands)")
     save(fig, out / f"models_{dataset}.png")
@@ -285,6 +330,8 @@ def report(here: Path) -> None:
         if any(m.startswith(dataset + "_") for m in rows):
             lines += model_tables(dataset, rows, results)
             model_figure(dataset, rows, here)
+        for model in (f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows):
+            lines += grid_table(model, results)
     evaluation, training = cpu_seconds(results, here / "models")
     lines += [f"CPU time recorded: {evaluation / 3600:.2f} h of sampling and scoring (the `seconds` of every result), "
               f"{training / 3600:.2f} h of training.", ""]
