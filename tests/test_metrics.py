@@ -1,6 +1,8 @@
 """Quality metrics against independent references: scipy's Fréchet distance, and sets with known answers."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from diffusion_lab.metrics.feature_net.__main__ import main as feature_net_main
 from diffusion_lab.metrics import quality
 from diffusion_lab.metrics.quality import (InceptionFID, PrecomputedFeatures, QualityMetrics, class_accuracy,
                                            class_coverage, coverage, precision_recall)
+
+SHIPPED_FEATURE_NETS = Path(__file__).resolve().parents[1] / "experiments" / "step_study" / "feature_nets"
 
 linalg = pytest.importorskip("scipy.linalg")  # the independent reference for the Fréchet distance (test-only)
 
@@ -290,11 +294,17 @@ def test_feature_net_command_prints_the_record_of_the_cached_net(tiny_data, tmp_
 
 @pytest.fixture(scope="session")
 def mnist_metrics(tmp_path_factory):
-    """MNIST's own feature space (a one-epoch feature net, ~40 s on 2 cores: accuracy ~0.98) and 2,000 test images."""
+    """MNIST's own feature space and 2,000 test images: the step study's shipped feature net (the default
+    settings), copied into a fresh cache so that its real features are computed here, not read or written there.
+    Training that net is what test_feature_net_* check on tiny data; training it here on the real MNIST cost
+    about two minutes of the suite's time."""
     if not (REAL_DATA / "MNIST" / "raw").is_dir():
         pytest.skip("needs MNIST under DIFFUSION_LAB_DATA")
-    return QualityMetrics.for_dataset("mnist", REAL_DATA, real_n=2000, epochs=1, resamples=0,  # no intervals here
-                                      cache_dir=tmp_path_factory.mktemp("feature_cache"))
+    cache = tmp_path_factory.mktemp("feature_cache")
+    shipped, = SHIPPED_FEATURE_NETS.glob("feature_net-mnist-*.pt")
+    shutil.copy(shipped, cache)
+    return QualityMetrics.for_dataset("mnist", REAL_DATA, real_n=2000, resamples=0,  # no intervals here
+                                      cache_dir=cache)
 
 
 @pytest.mark.slow
