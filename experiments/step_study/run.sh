@@ -12,7 +12,9 @@ N_MODELS=${N_MODELS:-1000}      # images per setting of the DDPM / DDIM / best-s
 FULL_N=${FULL_N:-$N}            # images of the full-T ancestral chain
 PILOT_N=${PILOT_N:-300}         # images per setting of the NFE-10 pilot that picks each solver's step schedule
 NLL_N=${NLL_N:-300}             # test images of the variational bound
-BUDGETS=${BUDGETS:-"5 10 20 50 100 200"}   # NFE of the headline grid; the comparison takes those from 10 up
+BUDGETS=${BUDGETS:-"5 10 20 50 100 200"}   # NFE of the headline grid
+COMPARISON_BUDGETS=${COMPARISON_BUDGETS:-"10 20 50 100 200"}   # NFE of the comparison of all models
+VARIANCE_BUDGETS=${VARIANCE_BUDGETS:-"10 20 50"}   # NFE of the variance ablation, where σ² matters most
 set -euo pipefail
 here=experiments/step_study
 out=${OUT:-outputs/step_study}  # the training sweep's run directories
@@ -111,12 +113,23 @@ elif [[ $stage == evaluate ]]; then
   # 5. Respaced DDPM, DDIM and the headline's best higher-order solver at NFE 10-200, n = 1,000 (on the headline
   #    too: the other models pair with it at this n).
   pilot=$here/results/$headline/pilot/eval.json
-  for pair in "ddpm $(summarize best-spacing "$pilot" ddpm)" "ddim $(summarize best-spacing "$pilot" ddim)" \
+  ddpm_spacing=$(summarize best-spacing "$pilot" ddpm)
+  for pair in "ddpm $ddpm_spacing" "ddim $(summarize best-spacing "$pilot" ddim)" \
               "$(summarize best-solver "$here/results/$headline")"; do
     read -r solver spacing <<< "$pair"
-    budgets=$(tr ' ' '\n' <<< "$BUDGETS" | awk '$1 >= 10' | paste -sd,)
-    setting "$model" "n$N_MODELS/$solver" samplers="[$solver]" spacings="[$spacing]" nfe="[$budgets]" n="$N_MODELS"
-    grids "$model" "$solver" "$spacing" ${budgets//,/ }
+    setting "$model" "n$N_MODELS/$solver" samplers="[$solver]" spacings="[$spacing]" nfe="[${COMPARISON_BUDGETS// /,}]" \
+      n="$N_MODELS"
+    grids "$model" "$solver" "$spacing" $COMPARISON_BUDGETS
+  done
+  # 6. The variance ablation: respaced DDPM with σ² pinned to β̃' (ddpm_fixed_small) and to β' (ddpm_fixed_large)
+  #    whatever the network learned, on the learned-variance model and (β' only: β̃' is its default) the headline,
+  #    on the comparison's seeds, so that each pairs with the same network's default variance.
+  pinned=()
+  if [[ $model == *_learned ]]; then pinned=(ddpm_fixed_small ddpm_fixed_large)
+  elif [[ $model == "$headline" ]]; then pinned=(ddpm_fixed_large); fi
+  for solver in "${pinned[@]}"; do
+    setting "$model" "n$N_MODELS/$solver" samplers="[$solver]" spacings="[$ddpm_spacing]" \
+      nfe="[${VARIANCE_BUDGETS// /,}]" n="$N_MODELS"
   done
 elif [[ $stage == summarize ]]; then
   summarize report "$here"
