@@ -110,3 +110,25 @@ def test_the_report_links_each_comparison_grid_in_its_settings_row_and_nfe_colum
     assert ('| ddim+trailing | <img src="results/mnist_linear/grids/ddim+trailing-nfe10/grid.png" width="160"> | '
             '<img src="results/mnist_linear/grids/ddim+trailing-nfe50/grid.png" width="160"> |') in tables
     assert '| ddpm+leading | - | <img src="results/mnist_linear/grids/ddpm+leading-nfe50/grid.png" width="160"> |' in tables
+
+
+def test_the_variance_table_pairs_pinned_variances_with_the_same_networks_own_and_stays_out_of_the_comparison(study):
+    results = study / "results"
+    own = {10: 40.0, 20: 30.0, 50: 20.0}
+    write(results, "mnist_learned", "n100/ddpm", *(result("ddpm", "leading", b, fid, seed=b) for b, fid in own.items()))
+    write(results, "mnist_learned", "n100/ddpm_fixed_small",
+          *(result("ddpm_fixed_small", "leading", b, fid - 5, seed=100 + b) for b, fid in own.items()))
+    write(results, "mnist_learned", "n100/ddpm_fixed_large", result("ddpm_fixed_large", "leading", 10, 400.0, seed=7))
+    write(results, "mnist_linear", "n100/ddpm", result("ddpm", "leading", 10, 35.0, seed=8))
+    summarize.report(study)
+    tables = (study / "tables.md").read_text()
+    assert "## mnist: respaced DDPM's reverse variance (n = 100; ΔFID paired" in tables
+    assert "| linear β, T = 1000, learned Σ (L_hybrid) | learned, its own | 40.0 [37, 43] | 30.0 [27, 33] | 20.0 [17, 23] |" in tables
+    pinned = next(line for line in tables.splitlines() if "| β̃' (pinned) |" in line)
+    assert pinned.count("<br>Δ -5.0 [") == 3 and pinned.count("]*") == 3  # the same images: a distinguishable −5
+    large = next(line for line in tables.splitlines() if "| β' (pinned) |" in line)
+    assert "400.0 [397, 403]<br>Δ +360.0 [" in large and large.endswith("| - | - |")
+    # The headline has no pinned variance: no row of its own in the variance table
+    assert "| linear β, T = 1000 (the headline) | β̃' (fixed), its own |" not in tables
+    four_models = tables.split("## mnist: the four models")[1].split("##")[0]
+    assert "ddpm_fixed" not in four_models and "| linear β, T = 1000, learned Σ (L_hybrid) | ddpm+leading |" in four_models

@@ -27,6 +27,8 @@ FIRST_ORDER = ("ddpm", "ddim")  # the rest of the zoo is "higher order" (DPM-Sol
 ARMS = {"linear": "linear β, T = 1000 (the headline)", "cosine": "cosine ᾱ, T = 1000",
         "linear_T200": "linear β, T = 200", "learned": "linear β, T = 1000, learned Σ (L_hybrid)"}
 DATASETS = ("mnist", "fashion_mnist")
+# The variance ablation's respaced DDPM with σ² pinned whatever the network learned (conf/sampler/ddpm_fixed_*.yaml)
+PINNED = {"ddpm_fixed_small": "β̃' (pinned)", "ddpm_fixed_large": "β' (pinned)"}
 FID_TICKS = (2, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000)  # plain labels on log axes
 
 
@@ -99,6 +101,16 @@ def grid(rows: list[Row], comparison: bool = False) -> dict[str, dict[int, Row]]
         if rest and in_comparison == comparison:
             table.setdefault(r.setting, {})[budget(r)] = r
     return dict(sorted(table.items()))
+
+
+def comparison(rows: list[Row]) -> dict[str, dict[int, Row]]:
+    """The DDPM / DDIM / best-solver comparison of a model, without the variance ablation's pinned DDPM."""
+    return {s: by for s, by in grid(rows, comparison=True).items() if s.split("+")[0] not in PINNED}
+
+
+def models_of(dataset: str, rows: dict[str, list[Row]]) -> list[str]:
+    """The data set's models that have results, in ARMS' order."""
+    return [f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows]
 
 
 def floor_of(table: dict[str, dict[int, Row]]) -> float | None:
@@ -192,13 +204,13 @@ def every_row(setting: str, r: Row) -> str:
 def model_tables(dataset: str, rows: dict[str, list[Row]], results: Path) -> list[str]:
     """The four models of a data set in the DDPM / DDIM / best-solver comparison, paired against the headline,
     and their bounds."""
-    models = [f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows]
-    headline = grid(rows.get(f"{dataset}_linear", []), comparison=True)
+    models = models_of(dataset, rows)
+    headline = comparison(rows.get(f"{dataset}_linear", []))
     lines = [f"## {dataset}: the four models at n = {n_of(headline)} (ΔFID paired against the headline, same seeds)", "",
              "| model | solver+spacing | " + " | ".join(f"NFE {b}" for b in OTHER_BUDGETS) + " |",
              "|---" * (len(OTHER_BUDGETS) + 2) + "|"]
     for model in models:
-        for setting, by in grid(rows[model], comparison=True).items():
+        for setting, by in comparison(rows[model]).items():
             cells = []
             for b in OTHER_BUDGETS:
                 text = cell(by.get(b))
@@ -216,6 +228,32 @@ def model_tables(dataset: str, rows: dict[str, list[Row]], results: Path) -> lis
             lines.append(f"| {ARMS[model.removeprefix(dataset + '_')]} | {nll['n']} | {nll['bpd']:.3f} "
                          f"{interval(nll['bpd_ci'])} | {t['prior']['bpd']:.2g} | {t['decoder']['bpd']:.3f} | {t['kl']['bpd']:.3f} |")
     return lines + [""]
+
+
+def variance_table(dataset: str, rows: dict[str, list[Row]]) -> list[str]:
+    """Respaced DDPM with each model's own σ² (learned, or β̃' where fixed) against σ² pinned to β̃' and β' on the
+    same network and seeds, each pinned row's ΔFID paired against the own σ²."""
+    lines = []
+    for model in models_of(dataset, rows):
+        table = grid(rows[model], comparison=True)
+        own = next((by for s, by in table.items() if s.split("+")[0] == "ddpm"), None)
+        pinned = {s: by for s, by in table.items() if s.split("+")[0] in PINNED}
+        if own is None or not pinned:
+            continue
+        budgets = sorted({b for by in pinned.values() for b in by})
+        if not lines:
+            lines = [f"## {dataset}: respaced DDPM's reverse variance (n = {n_of(pinned)}; ΔFID paired against the same "
+                     "network's own σ², same seeds)", "",
+                     "| model | σ² | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "|---" * (len(budgets) + 2) + "|"]
+        arm = ARMS[model.removeprefix(dataset + "_")]
+        own_variance = "learned" if model.endswith("_learned") else "β̃' (fixed)"
+        lines.append(f"| {arm} | {own_variance}, its own | "
+                     + " | ".join(cell(own.get(b)) for b in budgets) + " |")
+        for setting, by in pinned.items():
+            lines.append(f"| {arm} | {PINNED[setting.split('+')[0]]} | " + " | ".join(
+                "-" if b not in by else cell(by[b]) + (f"<br>Δ {delta(paired(by[b], own[b]))}" if b in own else "")
+                for b in budgets) + " |")
+    return lines + [""] if lines else []
 
 
 def grid_table(model: str, results: Path) -> list[str]:
@@ -288,17 +326,17 @@ def headline_figures(model: str, rows: list[Row], out: Path) -> None:
 
 
 def model_figure(dataset: str, rows: dict[str, list[Row]], out: Path) -> None:
-    models = [f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows]
-    settings = list(dict.fromkeys(s for m in models for s in grid(rows[m], comparison=True)))
+    models = models_of(dataset, rows)
+    settings = list(dict.fromkeys(s for m in models for s in comparison(rows[m])))
     if not settings:
         return
     fig = figure(4 * len(settings), 3.6)
-    chosen_rows = [r for m in models for by in grid(rows[m], comparison=True).values() for r in by.values()]
+    chosen_rows = [r for m in models for by in comparison(rows[m]).values() for r in by.values()]
     bottom = 0.9 * min(r.result.get("fid_ci", [r["fid"]])[0] for r in chosen_rows)
     top = 1.1 * max(r.result.get("fid_ci", [0, r["fid"]])[1] for r in chosen_rows)
     for ax, setting in zip(fig.subplots(1, len(settings), squeeze=False, sharey=True)[0], settings):
         for model in models:
-            by = grid(rows[model], comparison=True).get(setting, {})
+            by = comparison(rows[model]).get(setting, {})
             chosen = [by[b] for b in sorted(by)]
             if chosen:
                 band(ax, [r["nfe"] for r in chosen], chosen, ARMS[model.removeprefix(dataset + "_")])
@@ -329,8 +367,9 @@ def report(here: Path) -> None:
             headline_figures(headline, rows[headline], here)
         if any(m.startswith(dataset + "_") for m in rows):
             lines += model_tables(dataset, rows, results)
+            lines += variance_table(dataset, rows)
             model_figure(dataset, rows, here)
-        for model in (f"{dataset}_{arm}" for arm in ARMS if f"{dataset}_{arm}" in rows):
+        for model in models_of(dataset, rows):
             lines += grid_table(model, results)
     evaluation, training = cpu_seconds(results, here / "models")
     lines += [f"CPU time recorded: {evaluation / 3600:.2f} h of sampling and scoring (the `seconds` of every result), "
