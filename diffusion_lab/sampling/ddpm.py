@@ -51,12 +51,16 @@ class DDPMSampler(Sampler):
         """ddpm, or the preset of a variance pinned whatever the model learned (ddpm_fixed_small, ddpm_fixed_large)."""
         return f"ddpm_{self.requested_variance}" if self.requested_variance in rules.FIXED_VARIANCES else self.name
 
+    def learned_std(self, i: int, variance_output: torch.Tensor) -> torch.Tensor:
+        """The model's σ at evaluation i before the last: exp(½·(v·log β' + (1 − v)·log β̃')), v = (r + 1)/2 for its
+        variance output r (Nichol & Dhariwal 2021, eq. 15, on the respaced chain)."""
+        log_beta, log_posterior_variance = self.log_variance_bounds[i]
+        v = (variance_output + 1) / 2
+        return torch.exp(0.5 * (v * log_beta + (1 - v) * log_posterior_variance))
+
     def step(self, eps, i, x, generator=None, variance_output=None):
         mean = self.coef_x0[i] * self.predict_x0(eps, i, x) + self.coef_xt[i] * x
         if self.noise_stds[i] == 0:
             return mean
-        if self.learned_variance:  # σ = exp(½·(v·log β' + (1 − v)·log β̃')), v = (r + 1)/2
-            log_beta, log_posterior_variance = self.log_variance_bounds[i]
-            v = (variance_output + 1) / 2
-            return mean + torch.exp(0.5 * (v * log_beta + (1 - v) * log_posterior_variance)) * self.noise_like(x, generator)
-        return mean + self.noise_stds[i] * self.noise_like(x, generator)
+        std = self.learned_std(i, variance_output) if self.learned_variance else self.noise_stds[i]
+        return mean + std * self.noise_like(x, generator)
