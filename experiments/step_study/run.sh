@@ -133,6 +133,7 @@ elif [[ $stage == evaluate ]]; then
   done
 elif [[ $stage == summarize ]]; then
   summarize report "$here"
+  rm -f "$here/report.html" "$here/report.md"  # derived from models/ alone; report.py writes report-1.html beside one
   python report.py "$here/models" -o "$here/report.html" --title "The sampling-step study"
 else
   echo "error: stage=$stage; allowed: train, evaluate MODEL, summarize" >&2; exit 2
