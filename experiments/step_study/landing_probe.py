@@ -13,18 +13,17 @@ order, on the study's seeds (image i from the noise (seed 0, i)), and prints for
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
 from diffusion_lab.checkpoints import load_run
+from diffusion_lab.evaluate import local_data_dir
 from diffusion_lab.metrics import QualityMetrics
 from diffusion_lab.metrics.measure import measure
 from diffusion_lab.metrics.uncertainty import bootstrap
 from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import DPMSolverSampler
-from summarize import DATASETS
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,16 +52,16 @@ def ode_error(module, sampler: DPMSolverSampler, reference: torch.Tensor) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fashion_mnist_linear")
+    parser.add_argument("--model", default="fashion_mnist_linear",
+                        choices=sorted(p.name for p in (HERE / "models").iterdir()))
     parser.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--n", type=int, default=2000, help="images of each FID (the study's headline n)")
     parser.add_argument("--chains", type=int, default=64, help="images of the distance to the ODE's solution")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    module, _, _ = load_run(HERE / "models" / args.model)
-    dataset = next(d for d in DATASETS if args.model.startswith(f"{d}_"))
+    module, run_cfg, _ = load_run(HERE / "models" / args.model)
     reference = ode_solution(module, args.chains)
-    metrics = QualityMetrics.for_dataset(dataset, os.environ.get("DIFFUSION_LAB_DATA", "data"),
+    metrics = QualityMetrics.for_dataset(run_cfg.dataset.name, local_data_dir(run_cfg.dataset.data_dir),
                                          cache_dir=HERE / "feature_nets")
     print(f"{args.model}: DPM-Solver++(2M) on linspace, the step onto t = 0 at second order (as the study) or first\n")
     print("| NFE | step onto t = 0 | RMS to the ODE's solution | FID [95 % CI] | ΔFID, first against second order |")

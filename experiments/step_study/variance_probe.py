@@ -54,7 +54,8 @@ def probe(model: str, nfe: int, n: int, last: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mnist_learned")
+    parser.add_argument("--model", default="mnist_learned",
+                        choices=sorted(p.name for p in (HERE / "models").iterdir()))
     parser.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--n", type=int, default=64, help="chains (the comparison's first seeds)")
     parser.add_argument("--last", type=int, default=3, help="noisy steps shown, counted back from the last")
