@@ -17,7 +17,7 @@ import torch
 from diffusion_lab.checkpoints import load_run
 from diffusion_lab.rng import ImageNoise
 from diffusion_lab.sampling import DDPMSampler
-from summarize import DATASETS, best_spacing
+from summarize import best_spacing
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,9 +36,8 @@ class RecordingDDPM(DDPMSampler):
 
 def probe(model: str, nfe: int, n: int, last: int) -> list[dict]:
     """The last `last` noisy steps of `model`'s respaced DDPM at `nfe` steps: t, √β̃', the learned σ, √β'."""
-    module, _, _ = load_run(HERE / "models" / model)
-    dataset = next(d for d in DATASETS if model.startswith(f"{d}_"))
-    spacing = best_spacing(HERE / "results" / f"{dataset}_linear" / "pilot" / "eval.json", "ddpm")
+    module, run_cfg, _ = load_run(HERE / "models" / model)
+    spacing = best_spacing(HERE / "results" / f"{run_cfg.dataset.name}_linear" / "pilot" / "eval.json", "ddpm")
     sampler = RecordingDDPM(module.diffusion, steps=nfe, spacing=spacing, variance="learned")
     noise = ImageNoise(0, range(n))
     sampler.sample(module.denoiser(), noise.randn(module.image_shape), noise)
