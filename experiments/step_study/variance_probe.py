@@ -43,11 +43,10 @@ def probe(model: str, nfe: int, n: int, last: int) -> list[dict]:
     sampler.sample(module.denoiser(), noise.randn(module.image_shape), noise)
     rows = []
     for i in sorted(sampler.mean_learned_std)[-last:]:
-        a, a_prev = sampler.alphas_cumprod[i], sampler.alphas_cumprod_prev[i]
-        beta = sampler.betas[i]
+        log_beta, log_posterior_variance = sampler.log_variance_bounds[i]  # the sampler's own β' and β̃'
         rows.append({"nfe": nfe, "spacing": spacing, "t": sampler.timesteps[i],
-                     "fixed_small": math.sqrt((1 - a_prev) / (1 - a) * beta), "learned": sampler.mean_learned_std[i],
-                     "fixed_large": math.sqrt(beta)})
+                     "fixed_small": math.exp(0.5 * log_posterior_variance), "learned": sampler.mean_learned_std[i],
+                     "fixed_large": math.exp(0.5 * log_beta)})
     return rows
 
 
