@@ -31,7 +31,7 @@ from timing import machine
 from diffusion_lab.checkpoints import export_weights, load_run
 from diffusion_lab.data import load_split
 from diffusion_lab.generation import generate, sampling_batch_size
-from diffusion_lab.images import save_grid
+from diffusion_lab.images import requested_classes, save_grid
 from diffusion_lab.metrics.quality import QualityMetrics
 from diffusion_lab.sampling import Sampler
 
@@ -113,16 +113,19 @@ def train_ours(run_dir: Path, dataset: str, seconds: float, max_steps: int | Non
             "command": " ".join(command[1:])}
 
 
-def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, Sampler, float]:
-    """n uint8 images from the run's EMA weights with the recipe's sampler at its `quality.steps`."""
+def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, Sampler, float]:
+    """n uint8 images from the run's EMA weights with the recipe's sampler at its `quality.steps`, and the class
+    each was asked for when the network is class-conditional (image i: class i mod C, unguided, as evaluate.py)."""
     module, cfg, _ = load_run(run_dir)
     module.to(DEVICE)
     sampler = instantiate(cfg.sampler)(module.diffusion, steps=cfg.quality.steps)
-    print(f"[bench_quality] ours: sampling {n} images with {sampler.label}-{sampler.num_steps}", file=sys.stderr,
-          flush=True)
+    labels = requested_classes(None, module.num_classes, n)
+    print(f"[bench_quality] ours: sampling {n} images with {sampler.label}-{sampler.num_steps}"
+          + ("" if labels is None else ", class i mod 10 for image i"), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    images = generate(module.denoiser(), sampler, n, module.image_shape, seed, sampling_batch_size(n, DEVICE), DEVICE)
-    return images.cpu(), sampler, time.perf_counter() - start
+    images = generate(module.denoiser(), sampler, n, module.image_shape, seed, sampling_batch_size(n, DEVICE), DEVICE,
+                      labels=labels)
+    return images.cpu(), labels, sampler, time.perf_counter() - start
 
 
 def main() -> None:
@@ -156,9 +159,9 @@ def main() -> None:
     if "ours" in args.sides:
         print(f"[bench_quality] training our recipe for {args.minutes:g} min", file=sys.stderr, flush=True)
         side = train_ours(out / "ours", args.dataset, seconds, args.max_steps, args.overrides)
-        images, sampler, sample_seconds = sample_ours(out / "ours", args.n, args.seed)
-        save_grid(images[:64], None, out / "ours_grid.png")
-        scores = metrics.score(*metrics.features(images))
+        images, labels, sampler, sample_seconds = sample_ours(out / "ours", args.n, args.seed)
+        save_grid(images, labels, out / "ours_grid.png", most=64 if labels is None else 100)  # 10 × 10 by class
+        scores = metrics.score(*metrics.features(images), asked=labels)
         if args.export:
             export_weights(out / "ours", args.export)
         report["ours"] = {**side, "sampler": f"{sampler.label}-{sampler.num_steps}", "nfe": sampler.network_evaluations,
@@ -177,7 +180,7 @@ def main() -> None:
 
 def pick(scores: dict) -> dict:
     keys = ("fid", "fid_ci", "fid_inf", "kid_mean", "precision", "recall", "coverage",
-            "class_entropy")
+            "class_entropy", "class_accuracy")
     return {k: scores[k] for k in keys if k in scores}
 
 
