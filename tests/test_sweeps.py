@@ -74,6 +74,7 @@ def test_step_study_preset_sweeps_eight_recipe_models_on_one_step_budget(compose
     for c in arms.values():  # every arm is the CPU recipe on the data set: the same network, loss and optimizer
         assert c.model.channel_mults == recipe.model.channel_mults and c.prediction == recipe.prediction == "v"
         assert c.optimizer.lr == recipe.optimizer.lr and c.dataset.batch_size == recipe.dataset.batch_size == 64
+        assert c.model.num_classes is None and recipe.model.num_classes == 10  # its models are unconditional
 
 
 def test_optuna_search_minimises_val_fid_over_lr_model_and_schedule(compose_cfg):

@@ -4,7 +4,7 @@
 set -euo pipefail
 here=experiments/cpu_mnist
 # experiment=cpu_mnist as it was when this study ran (the preset is now the recipe of experiments/cpu_recipe):
-python train.py experiment=cpu_mnist prediction=eps loss_weighting=none model.channel_mults=[1,2] optimizer.lr=1e-3 trainer.max_time=00:00:15:00 sampling.every_n_epochs=5 quality.every_n_epochs=5
+python train.py experiment=cpu_mnist prediction=eps loss_weighting=none model.channel_mults=[1,2] model.num_classes=null optimizer.lr=1e-3 trainer.max_time=00:00:15:00 sampling.every_n_epochs=5 quality.every_n_epochs=5
 run=$(ls -d outputs/*/*/ | sort | tail -n 1)
 python sample.py ckpt="$run" sampler=ddim steps=50 n=64 seed=0 out_dir="$here/ddim-50"
 python sample.py ckpt="$run" sampler=dpm_solver steps=20 n=64 seed=0 out_dir="$here/dpm_solver-20"

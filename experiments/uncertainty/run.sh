@@ -7,7 +7,7 @@ set -euo pipefail
 here=experiments/uncertainty
 work=${WORK:-outputs/uncertainty}
 # experiment=cpu_mnist as it was when this study ran (the preset is now the recipe of experiments/cpu_recipe):
-python train.py experiment=cpu_mnist prediction=v loss_weighting=none model.channel_mults=[1,2] optimizer.lr=1e-3 trainer.max_time=00:00:15:00 sampling.every_n_epochs=5 quality.every_n_epochs=5 quality.final_steps=[] sampling.steps=[50] logger=csv \
+python train.py experiment=cpu_mnist prediction=v loss_weighting=none model.channel_mults=[1,2] model.num_classes=null optimizer.lr=1e-3 trainer.max_time=00:00:15:00 sampling.every_n_epochs=5 quality.every_n_epochs=5 quality.final_steps=[] sampling.steps=[50] logger=csv \
   hydra.run.dir="$work/run"
 for steps in 50 200; do
   python sample.py ckpt="$work/run" sampler=ddim steps=$steps n=5000 seed=0 batch_size=500 out_dir="$work/draws/ddim-$steps"
