@@ -9,10 +9,12 @@ UNet2DModel (32, 64, 64) with 1 layer per block (attention at 7×7), linear β, 
 β = (0.95, 0.999), weight decay 1e-6), 500 warm-up steps then cosine over 100 epochs, batch 128, gradient
 clipping at 1, diffusers' EMAModel (warm-up, power 3/4, max decay 0.9999); sampled with DDIMPipeline, 50
 trailing steps. (b) ours: `train.py experiment=cpu_<dataset>` with `trainer.max_time`, sampled with the
-recipe's sampler at its `quality.steps`. The sampling after training (grids, evaluation, figures) is off on
-both sides, so the minutes are training alone. Both sides' n images are scored in the data set's classifier
-feature space against 10,000 test images (`--real-n`), with 95 % bootstrap intervals and the real-data floor at that n.
-Prints one JSON object; `--out` keeps each side's run, its grid of 64 samples and the JSON.
+recipe's sampler at its `quality.steps`; the recipe is class-conditional, so image i asks for class i mod 10,
+unguided (no extra network evaluation), and the report adds its class accuracy. The sampling after training
+(grids, evaluation, figures) is off on both sides, so the minutes are training alone. Both sides' n images are
+scored in the data set's classifier feature space against 10,000 test images (`--real-n`), with 95 % bootstrap
+intervals and the real-data floor at that n. Prints one JSON object; `--out` keeps each side's run, its grid
+(64 samples, or 10 × 10 by class) and the JSON.
 """
 
 import argparse

@@ -44,6 +44,7 @@ def test_bench_quality_trains_and_scores_both_sides_and_exports_ours(tiny_data, 
         assert low <= report[side]["fid"] <= high + 1e-6
     assert report["fid_ratio"] == pytest.approx(report["ours"]["fid"] / report["diffusers"]["fid"], abs=1e-4)
     assert report["floor_fid"] > 0
+    assert 0 <= report["ours"]["class_accuracy"] <= 1 and "class_accuracy" not in report["diffusers"]  # by class
     assert read_checkpoint(tmp_path / "model" / "checkpoints" / "last.ckpt")["hyper_parameters"]["prediction"] == "v"
 
 
