@@ -20,7 +20,7 @@ ablate() {  # name, steps, overrides of experiment=cpu_mnist ...
 }
 # 1. The ablation, each row one change from an earlier one (RESULTS.md says which). a0 is experiment=cpu_mnist as
 #    it was before this study; the recipe now in conf/experiment/cpu_mnist.yaml combines the rows that helped.
-old=(loss_weighting=none model.channel_mults=[1,2] module.lr_schedule=constant)
+old=(loss_weighting=none model.channel_mults=[1,2] module.lr_schedule=constant model.num_classes=null sampler=ddim)
 ablate a0_base 978 prediction=eps "${old[@]}" optimizer.lr=1e-3
 ablate a1_v 978 prediction=v "${old[@]}" optimizer.lr=1e-3
 ablate a2_cosine 978 prediction=v "${old[@]}" optimizer.lr=1e-3 module.lr_schedule=cosine
@@ -29,6 +29,7 @@ ablate a4_lr2e-3 978 prediction=v "${old[@]}" optimizer.lr=2e-3
 ablate a5_mults122 991 prediction=v "${old[@]}" optimizer.lr=1e-3 model.channel_mults=[1,2,2]
 ablate a6_min_snr 978 prediction=v "${old[@]}" optimizer.lr=2e-3 loss_weighting=min_snr
 ablate a7_power_ema 978 prediction=v "${old[@]}" optimizer.lr=2e-3 callbacks.ema.gamma=6.94
+ablate a8_class 978 prediction=v "${old[@]}" optimizer.lr=2e-3 loss_weighting=min_snr model.num_classes=10
 # 2. The sampler for the recipe at 50 NFE, on the best ablation model (a6), the same 500 seeds (paired differences).
 if [ ! -f "$here/samplers.json" ]; then
   rm -rf "$out/ablation/a6_min_snr/ours/eval"

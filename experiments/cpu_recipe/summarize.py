@@ -23,6 +23,7 @@ CHANGES = {
     "a5_mults122": ("a1", "model.channel_mults=[1,2,2]"),
     "a6_min_snr": ("a4", "loss_weighting=min_snr"),
     "a7_power_ema": ("a4", "callbacks.ema.gamma=6.94 (σ_rel 0.10)"),
+    "a8_class": ("a6", "model.num_classes=10 (image i asks for class i mod 10)"),
 }
 
 
