@@ -75,6 +75,7 @@ def test_step_study_preset_sweeps_eight_recipe_models_on_one_step_budget(compose
         assert c.model.channel_mults == recipe.model.channel_mults and c.prediction == recipe.prediction == "v"
         assert c.optimizer.lr == recipe.optimizer.lr and c.dataset.batch_size == recipe.dataset.batch_size == 64
         assert c.model.num_classes is None and recipe.model.num_classes == 10  # its models are unconditional
+        assert c.sampler.get("algorithm") == "sde-dpmsolver++" and recipe.sampler._target_.endswith("DDPMSampler")
 
 
 def test_optuna_search_minimises_val_fid_over_lr_model_and_schedule(compose_cfg):

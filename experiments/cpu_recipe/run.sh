@@ -46,4 +46,12 @@ for dataset in mnist fashion_mnist; do
   cp "$out/bench_$dataset/ours_grid.png" "$here/models/$dataset/grid.png"
   cp "$out/bench_$dataset/diffusers_grid.png" "$here/diffusers_grid_$dataset.png"
 done
+# 4. The samplers at 50 NFE on the two 12-minute models, the benchmark's 1,000 seeds (its FID is the first row's).
+declare -A samplers=([mnist]="[dpm_solver_sde,ddpm,ddim,unipc_3]" [fashion_mnist]="[dpm_solver_sde,ddpm]")
+for dataset in mnist fashion_mnist; do
+  [ -f "$here/samplers_${dataset}_12min.json" ] && continue
+  rm -rf "$out/bench_$dataset/ours/eval"
+  python evaluate.py ckpt="$out/bench_$dataset/ours" samplers="${samplers[$dataset]}" nfe=[50] n=1000 wandb=false
+  cp "$out/bench_$dataset/ours/eval/eval.json" "$here/samplers_${dataset}_12min.json"
+done
 python $here/summarize.py table "$here"

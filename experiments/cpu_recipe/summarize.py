@@ -39,15 +39,15 @@ def ablation_table(here: Path) -> list[str]:
 
 
 def sampler_table(here: Path) -> list[str]:
-    path = here / "samplers.json"
-    if not path.exists():
-        return []
-    evaluation = json.loads(path.read_text())
-    lines = ["", f"## Samplers at <= 50 NFE on {evaluation['ckpt']} (the same seeds)", "",
-             "| sampler | steps | NFE | FID | precision | recall | s / 1,000 images |", "|---|---|---|---|---|---|---|"]
-    for row in sorted(evaluation["results"], key=lambda r: r["fid"]):
-        lines.append(f"| {row['sampler']} | {row['steps']} | {row['nfe']} | {interval(row)} | {row['precision']:.3f} "
-                     f"| {row['recall']:.3f} | {row['seconds_per_1k']:.0f} |")
+    """One table per samplers*.json: the samplers at 50 NFE on one model, the same seeds."""
+    lines = []
+    for path in sorted(here.glob("samplers*.json")):
+        evaluation = json.loads(path.read_text())
+        lines += ["", f"## Samplers at <= 50 NFE on {evaluation['ckpt']} ({path.name}, the same seeds)", "",
+                  "| sampler | steps | NFE | FID | precision | recall | s / 1,000 images |", "|---|---|---|---|---|---|---|"]
+        for row in sorted(evaluation["results"], key=lambda r: r["fid"]):
+            lines.append(f"| {row['sampler']} | {row['steps']} | {row['nfe']} | {interval(row)} | "
+                         f"{row['precision']:.3f} | {row['recall']:.3f} | {row['seconds_per_1k']:.0f} |")
     return lines
 
 

@@ -17,7 +17,7 @@ declare -A extra=([fixed]="" [learned]="model.learn_sigma=true loss=hybrid")
 if [[ $stage == train || $stage == all ]]; then
   for kind in "${kinds[@]}"; do
     # shellcheck disable=SC2086
-    python train.py experiment=cpu_mnist model.num_classes=null trainer.max_time=null trainer.max_steps=3000 logger=csv \
+    python train.py experiment=cpu_mnist model.num_classes=null sampler=dpm_solver_sde trainer.max_time=null trainer.max_steps=3000 logger=csv \
       quality.final_steps=[] sampling.steps=[50] hydra.run.dir=$out/$kind ${extra[$kind]}
   done
 fi
