@@ -123,7 +123,7 @@ def sample_ours(run_dir: Path, n: int, seed: int) -> tuple[torch.Tensor, torch.T
     sampler = instantiate(cfg.sampler)(module.diffusion, steps=cfg.quality.steps)
     labels = requested_classes(None, module.num_classes, n)
     print(f"[bench_quality] ours: sampling {n} images with {sampler.label}-{sampler.num_steps}"
-          + ("" if labels is None else ", class i mod 10 for image i"), file=sys.stderr, flush=True)
+          + ("" if labels is None else f", class i mod {module.num_classes} for image i"), file=sys.stderr, flush=True)
     start = time.perf_counter()
     images = generate(module.denoiser(), sampler, n, module.image_shape, seed, sampling_batch_size(n, DEVICE), DEVICE,
                       labels=labels)
