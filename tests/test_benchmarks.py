@@ -19,7 +19,8 @@ def test_gpu_check_runs_on_a_cpu_and_writes_every_steps_figures(tiny_data, tmp_p
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert set(summary) == {"train_gpu_settings", "train_plain", "sample_gpu_settings", "sample_plain", "recipe"}
+    assert set(summary) == {"train_gpu_settings", "train_plain", "sample_gpu_settings", "sample_plain", "recipe", "gpu"}
+    assert summary["gpu"] is None  # the GPU's name and memory, on a GPU
     for name in ("train_gpu_settings", "train_plain", "sample_gpu_settings", "sample_plain"):
         assert summary[name]["ratio"] > 0 and summary[name]["device"] == "cpu"
     assert summary["train_plain"]["speed"]["channels_last"] is False and summary["train_plain"]["fused_adamw"] is False
