@@ -4,7 +4,6 @@ import os
 import struct
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ from diffusion_lab.config import CONFIG_DIR
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share two cores: a thread each, for their subprocesses too
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # read when torch loads: no test module has imported it yet
-
-
-def pytest_collection_modifyitems(items):
-    """Files with the most end-to-end (`slow`) tests first: the two workers take whole files in this order
-    (`--dist loadfile --no-loadscope-reorder`), so the long files start early and the quick ones even out
-    the end, instead of one worker running a long file alone at the end."""
-    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])  # stable: each file's tests stay together and in order
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("DIFFUSION_LAB_DATA", ROOT / "data"))
