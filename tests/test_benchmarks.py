@@ -1,5 +1,5 @@
 """The benchmarks that CI can run at tiny sizes: the GPU check on a CPU (`--cpu`), writing its summary as one
-JSON file, and bench_quality's two sides."""
+JSON file, bench_quality's two sides, bench_losses, and bench_fusion's rewiring of the U-Net."""
 
 import json
 import os
@@ -7,9 +7,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from conftest import ROOT
 from diffusion_lab.checkpoints import read_checkpoint
+from diffusion_lab.models import UNet
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import each other as top-level modules
+from bench_fusion import FusedHead, FusedResBlock, fuse  # noqa: E402
 
 
 @pytest.mark.slow
@@ -56,3 +62,22 @@ def test_bench_losses_times_every_loss_side_by_side():
     report = json.loads(result.stdout)
     assert set(report["images_per_second"]) == {"simple", "hybrid", "vlb"} and report["ratio_to_simple"]["simple"] == 1
     assert all(v > 0 for v in report["images_per_second"].values())
+
+
+def test_bench_fusion_routes_every_norm_chain_through_the_compiled_functions_and_computes_the_same():
+    torch.manual_seed(0)
+    eager = UNet(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(14,), norm_groups=4)
+    for p in eager.parameters():  # no zero-initialised output convolutions: every path shows in the result
+        torch.nn.init.normal_(p, std=0.2)
+    fused = UNet(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(14,), norm_groups=4)
+    fused.load_state_dict(eager.state_dict())
+    fuse(fused, backend="eager")  # dynamo's graphs run as traced: the same arithmetic as the eager network
+    blocks = [m for m in fused.modules() if isinstance(m, FusedResBlock)]
+    assert len(blocks) == 2 + 2 + 4 and isinstance(fused.head, FusedHead)  # down, mid, up
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 500, 999])
+    losses = [F.mse_loss(net(x, t), torch.zeros_like(x)) for net in (eager, fused)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0])
+    for p, q in zip(eager.parameters(), fused.parameters()):  # the same parameters, in the same order
+        torch.testing.assert_close(q.grad, p.grad)
