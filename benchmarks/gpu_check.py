@@ -11,6 +11,7 @@ instead of five), the compiler's caches reset before each. Writes each step's ou
 JSON to <step>.json, and all of them, with the GPU's name, to gpu_check.json, in $OUT, else ./gpu_check/.
 """
 
+import argparse
 import contextlib
 import json
 import os
@@ -78,12 +79,14 @@ def gpu() -> dict | None:
 
 
 def main() -> None:
-    cpu = sys.argv[1:2] == ["--cpu"]
-    overrides = sys.argv[2:] if cpu else sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="the same steps at tiny sizes on a CPU (what CI runs)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the project's config, for every step")
+    args = parser.parse_args()
     out = Path(os.environ.get("OUT") or "gpu_check")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_MODE", "offline")
-    summary = {name: run_step(out, name, script, args) for name, script, args in steps(cpu, overrides, out)}
+    summary = {name: run_step(out, name, script, args) for name, script, args in steps(args.cpu, args.overrides, out)}
     (out / "gpu_check.json").write_text(json.dumps({**summary, "gpu": gpu()}, indent=1))
     shown = {name: {k: v for k, v in result.items() if k in SHOWN} for name, result in summary.items()}
     shown["recipe"] |= {"fid": summary["recipe"]["ours"]["fid"], "fid_ci": summary["recipe"]["ours"]["fid_ci"]}

@@ -10,7 +10,7 @@ out=${OUT:-outputs/cpu_recipe}
 mkdir -p "$out"
 # Optimizer steps in 4 minutes at each setting's training throughput on a 2-core AMD EPYC, measured side by side
 # in one process (train steps/s: unet_tiny batch 64 4.08, batch 32 7.26, channel_mults [1,2,2] 4.13, width 24 2.58).
-ablate() {  # folder, name, steps, [--dataset fashion_mnist] overrides of experiment=cpu_mnist ...
+ablate() {  # folder, name, steps, [--dataset fashion_mnist] overrides of experiment=cpu_<dataset> ...
   local dir=$1 name=$2 steps=$3; shift 3
   [ -f "$here/$dir/$name.json" ] && return
   mkdir -p "$here/$dir"
